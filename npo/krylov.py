@@ -1,0 +1,242 @@
+"""Preconditioned conjugate gradients: classical PCG and Notay's flexible CG.
+
+Both solvers start from x0 (zero by default) and stop when the *recurrence*
+residual satisfies ``||r_k|| / ||b|| <= rtol``. The true residual
+``||b - A x|| / ||b||`` is computed once at the end and stored beside it,
+because on high-contrast problems the two part ways near 1e-10.
+
+``pcg`` uses the Fletcher-Reeves beta ``(r_{k+1}.z_{k+1}) / (r_k.z_k)``, which
+is only correct for a fixed SPD preconditioner. ``fcg`` (Notay 2000, PETSc
+KSPFCG with one stored direction) uses ``z_{k+1}.(r_{k+1} - r_k) / (r_k.z_k)``,
+which equals it for a fixed SPD M and stays robust when M varies from call to
+call, as a nonlinear neural preconditioner does.
+
+>>> from npo.problems import poisson_2d, grf_rhs
+>>> res = pcg(poisson_2d(32), grf_rhs(32), rtol=1e-10)
+>>> res.iterations, res.converged, res.reason
+(116, True, 'converged')
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.sparse.linalg import LinearOperator
+
+__all__ = ["SolveResult", "fcg", "pcg"]
+
+
+@dataclass
+class SolveResult:
+    """Outcome of a Krylov solve.
+
+    ``residuals`` holds the recurrence relative residual ``||r_k||/||b||`` for
+    k = 0..iterations; ``true_relres`` is ``||b - A x||/||b||`` at the end.
+    ``reason`` is one of ``converged``, ``maxiter`` or ``breakdown``.
+    """
+
+    x: np.ndarray
+    iterations: int
+    converged: bool
+    reason: str
+    residuals: np.ndarray
+    applies: int
+    true_relres: float
+    method: str = "pcg"
+    detail: str = ""
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def relres(self) -> float:
+        """Final recurrence relative residual."""
+        return float(self.residuals[-1])
+
+    def __repr__(self) -> str:
+        return (
+            f"SolveResult({self.method}: {self.reason} after {self.iterations} iterations, "
+            f"relres={self.relres:.3e}, true_relres={self.true_relres:.3e}, "
+            f"applies={self.applies})"
+        )
+
+
+def _check_system(A, b, x0):
+    if not (sp.issparse(A) or isinstance(A, np.ndarray)):
+        raise ValueError(f"A must be a scipy sparse matrix or a numpy array, got {type(A).__name__}")
+    if A.ndim != 2 or A.shape[0] != A.shape[1]:
+        raise ValueError(f"A must be square, got shape {A.shape}")
+    N = A.shape[0]
+    data = A.data if sp.issparse(A) else A
+    if not np.all(np.isfinite(data)):
+        raise ValueError("A contains NaN or Inf")
+    b = np.asarray(b)
+    if b.ndim == 2 and b.shape[1] == 1:
+        b = b[:, 0]
+    if b.shape != (N,):
+        raise ValueError(f"b has shape {b.shape}, expected ({N},) to match A {A.shape}")
+    if not np.issubdtype(b.dtype, np.number) or np.iscomplexobj(b):
+        raise ValueError(f"b must be a real numeric vector, got dtype {b.dtype}")
+    b = b.astype(float, copy=False)
+    if not np.all(np.isfinite(b)):
+        raise ValueError("b contains NaN or Inf")
+    if x0 is not None:
+        x0 = np.asarray(x0, dtype=float).reshape(-1)
+        if x0.shape != (N,):
+            raise ValueError(f"x0 has shape {x0.shape}, expected ({N},)")
+        if not np.all(np.isfinite(x0)):
+            raise ValueError("x0 contains NaN or Inf")
+    return A, b, x0
+
+
+def _as_apply(M, N: int) -> tuple[Callable[[np.ndarray], np.ndarray] | None, bool]:
+    """Convert M once, before the loop. Returns (apply or None for identity, linear flag)."""
+    if M is None:
+        return None, True
+    if hasattr(M, "apply") and hasattr(M, "linear"):
+        return M.apply, bool(M.linear)
+    if isinstance(M, LinearOperator) or sp.issparse(M) or isinstance(M, np.ndarray):
+        if M.shape != (N, N):
+            raise ValueError(f"preconditioner has shape {M.shape}, expected ({N}, {N})")
+        return (M.matvec if isinstance(M, LinearOperator) else M.dot), True
+    if callable(M):
+        return M, bool(getattr(M, "linear", True))
+    raise ValueError(f"M must be None, a preconditioner, a LinearOperator or a callable, got {M!r}")
+
+
+def _solve(A, b, M, *, rtol, maxiter, x0, callback, flexible: bool) -> SolveResult:
+    A, b, x0 = _check_system(A, b, x0)
+    N = A.shape[0]
+    method = "fcg" if flexible else "pcg"
+    if not (np.isfinite(rtol) and rtol > 0):
+        raise ValueError(f"rtol must be a positive finite number, got {rtol!r}")
+    maxiter = 10 * N if maxiter is None else int(maxiter)
+    if maxiter < 0:
+        raise ValueError(f"maxiter must be >= 0, got {maxiter}")
+    apply, linear = _as_apply(M, N)
+    if not flexible and not linear:
+        warnings.warn(
+            "pcg with a nonlinear preconditioner: the Fletcher-Reeves beta assumes a fixed "
+            "SPD M and will typically stall; use fcg",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+    bnorm = float(np.linalg.norm(b))
+    if bnorm == 0.0:
+        return SolveResult(np.zeros(N), 0, True, "converged", np.array([0.0]), 0, 0.0, method)
+
+    x = np.zeros(N) if x0 is None else x0.copy()
+    r = b.copy() if x0 is None else b - A @ x
+    history = [float(np.linalg.norm(r)) / bnorm]
+    applies = 0
+    it = 0
+    reason = "maxiter"
+    detail = ""
+    if history[0] <= rtol:
+        reason = "converged"
+    else:
+        z = r if apply is None else apply(r)
+        applies += 1
+        rz = float(np.dot(r, z))
+        if not np.isfinite(rz) or rz == 0.0:
+            reason, detail = "breakdown", f"r.M(r) = {rz!r} at iteration 0"
+            maxiter = 0
+        p = np.array(z, dtype=float, copy=True)
+        r_old = np.empty(N) if flexible else None
+        while it < maxiter:
+            Ap = A @ p
+            pAp = float(np.dot(p, Ap))
+            if not (np.isfinite(pAp) and pAp > 0.0):
+                reason, detail = "breakdown", f"p.Ap = {pAp!r} at iteration {it}"
+                break
+            alpha = rz / pAp
+            x += alpha * p
+            if flexible:
+                r_old[:] = r
+            r -= alpha * Ap
+            it += 1
+            rnorm = float(np.linalg.norm(r))
+            history.append(rnorm / bnorm)
+            if callback is not None:
+                callback(x)
+            if not np.isfinite(rnorm):
+                reason, detail = "breakdown", f"non-finite residual at iteration {it}"
+                break
+            if rnorm <= rtol * bnorm:
+                reason = "converged"
+                break
+            if it == maxiter:
+                break
+            z = r if apply is None else apply(r)
+            applies += 1
+            rz_new = float(np.dot(r, z))
+            if flexible:
+                beta = (rz_new - float(np.dot(z, r_old))) / rz
+            else:
+                beta = rz_new / rz
+            if not (np.isfinite(rz_new) and np.isfinite(beta)) or rz_new == 0.0:
+                reason, detail = "breakdown", f"r.M(r) = {rz_new!r} at iteration {it}"
+                break
+            rz = rz_new
+            p *= beta
+            p += z
+    if reason == "breakdown" and not np.all(np.isfinite(x)):
+        x = np.zeros(N) if x0 is None else x0.copy()
+    true_relres = float(np.linalg.norm(b - A @ x)) / bnorm
+    return SolveResult(
+        x=x,
+        iterations=it,
+        converged=reason == "converged",
+        reason=reason,
+        residuals=np.asarray(history),
+        applies=applies,
+        true_relres=true_relres,
+        method=method,
+        detail=detail,
+    )
+
+
+def pcg(A, b, M=None, *, rtol: float = 1e-10, maxiter: int | None = None, x0=None, callback=None):
+    """Classical preconditioned CG (Fletcher-Reeves beta).
+
+    Parameters
+    ----------
+    A : sparse matrix or ndarray, shape (N, N)
+        SPD system matrix.
+    b : ndarray, shape (N,)
+        Right-hand side.
+    M : preconditioner, LinearOperator, matrix or callable, optional
+        Applied as ``z = M(r)``; None means no preconditioning. An object with a
+        false ``linear`` flag triggers a RuntimeWarning (use :func:`fcg`).
+    rtol : float
+        Stop when ``||r_k|| / ||b|| <= rtol`` on the recurrence residual.
+    maxiter : int, optional
+        Iteration cap (default 10*N).
+    x0 : ndarray, optional
+        Initial guess (default zero).
+    callback : callable, optional
+        Called as ``callback(x)`` after every iteration.
+
+    Returns
+    -------
+    SolveResult
+        M is never called after convergence; breakdown (p.Ap <= 0 or a
+        non-finite value) ends the solve with reason ``breakdown``.
+    """
+    return _solve(A, b, M, rtol=rtol, maxiter=maxiter, x0=x0, callback=callback, flexible=False)
+
+
+def fcg(A, b, M=None, *, rtol: float = 1e-10, maxiter: int | None = None, x0=None, callback=None):
+    """Notay's flexible CG: beta = z_{k+1}.(r_{k+1} - r_k) / (r_k.z_k).
+
+    Same signature and result as :func:`pcg`; safe for preconditioners that
+    change from call to call (nonlinear, or inexact inner solves).
+
+    >>> from npo.problems import poisson_2d, grf_rhs
+    >>> fcg(poisson_2d(32), grf_rhs(32), rtol=1e-10).iterations
+    116
+    """
+    return _solve(A, b, M, rtol=rtol, maxiter=maxiter, x0=x0, callback=callback, flexible=True)

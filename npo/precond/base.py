@@ -1,0 +1,154 @@
+"""The preconditioner protocol and its registry.
+
+A preconditioner follows PETSc's PCSetUp/PCApply split: the constructor stores
+options only, ``setup(A)`` does all one-time work and returns self, and
+``apply(r)`` maps a residual to a correction ``z ~ A^{-1} r`` with no setup
+work. The flags ``linear`` and ``symmetric`` say which Krylov method is safe:
+``pcg`` needs a fixed SPD operator, ``fcg`` tolerates a nonlinear one.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.sparse.linalg import LinearOperator
+
+__all__ = ["Preconditioner", "available", "get", "register"]
+
+_REGISTRY: dict[str, type[Preconditioner]] = {}
+
+
+def register(name: str):
+    """Class decorator: register a preconditioner under ``name``."""
+
+    def deco(cls):
+        if name in _REGISTRY:
+            raise ValueError(f"preconditioner {name!r} is already registered")
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return deco
+
+
+def available() -> list[str]:
+    """Sorted names of the registered preconditioners."""
+    _load_builtin()
+    return sorted(_REGISTRY)
+
+
+def get(name: str, **options) -> Preconditioner:
+    """Build the preconditioner registered as ``name`` with ``options``.
+
+    >>> get("jacobi")
+    Jacobi(not set up)
+    >>> get("nope")
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown preconditioner 'nope'; expected one of [...]
+    """
+    _load_builtin()
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown preconditioner {name!r}; expected one of {available()}")
+    cls = _REGISTRY[name]
+    params = inspect.signature(cls.__init__).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        bad = sorted(set(options) - set(params) - {"self"})
+        if bad:
+            valid = sorted(set(params) - {"self"})
+            raise ValueError(f"unknown option(s) {bad} for preconditioner {name!r}; valid: {valid}")
+    return cls(**options)
+
+
+def _load_builtin() -> None:
+    # import for the side effect of registration; the neural module imports
+    # torch lazily, inside setup(), so this stays cheap.
+    from npo.precond import amg, basic, ilu, neural, nystrom  # noqa: F401
+
+
+def _array_nbytes(*objs) -> int:
+    total = 0
+    for o in objs:
+        if o is None:
+            continue
+        if sp.issparse(o):
+            o = o.tocsr() if not hasattr(o, "indptr") else o
+            total += o.data.nbytes + o.indices.nbytes + o.indptr.nbytes
+        elif isinstance(o, np.ndarray):
+            total += o.nbytes
+    return int(total)
+
+
+class Preconditioner:
+    """Base class: subclasses implement ``_setup(A)`` and ``apply(r)``."""
+
+    name = "base"
+    linear = True
+    symmetric = True
+
+    def __init__(self):
+        self.A = None
+        self.shape = None
+
+    # -- protocol ---------------------------------------------------------
+    def setup(self, A) -> Preconditioner:
+        """One-time work on the SPD matrix ``A``; returns self."""
+        if not sp.issparse(A):
+            raise ValueError(f"{self.name}: A must be a scipy sparse matrix, got {type(A).__name__}")
+        if A.ndim != 2 or A.shape[0] != A.shape[1]:
+            raise ValueError(f"{self.name}: A must be square, got shape {A.shape}")
+        A = sp.csr_matrix(A, dtype=float)
+        if not np.all(np.isfinite(A.data)):
+            raise ValueError(f"{self.name}: A contains NaN or Inf")
+        self.A = A
+        self.shape = A.shape
+        self._setup(A)
+        return self
+
+    def _setup(self, A) -> None:
+        raise NotImplementedError
+
+    def apply(self, r: np.ndarray) -> np.ndarray:
+        """Return ``z = M(r)``."""
+        raise NotImplementedError
+
+    def __call__(self, r):
+        return self.apply(r)
+
+    @property
+    def is_setup(self) -> bool:
+        return self.shape is not None
+
+    def _require_setup(self):
+        if not self.is_setup:
+            raise RuntimeError(f"{self.name}: call setup(A) before apply()")
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held by the preconditioner (bytes), excluding A itself."""
+        return 0
+
+    @property
+    def info(self) -> dict:
+        """Method-specific facts: levels, complexity, fill ratio, rank, ..."""
+        return {}
+
+    def as_linear_operator(self) -> LinearOperator:
+        """scipy LinearOperator whose matvec is one ``apply`` (for scipy's cg)."""
+        self._require_setup()
+        return LinearOperator(self.shape, matvec=self.apply, dtype=float)
+
+    def __repr__(self) -> str:
+        if not self.is_setup:
+            return f"{type(self).__name__}(not set up)"
+        facts = ", ".join(f"{k}={_fmt(v)}" for k, v in self.info.items())
+        sep = ", " if facts else ""
+        return f"{type(self).__name__}(N={self.shape[0]}{sep}{facts}, nbytes={self.nbytes})"
+
+
+def _fmt(v):
+    if isinstance(v, float):
+        return f"{v:.3g}"
+    return str(v)

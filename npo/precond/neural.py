@@ -1,0 +1,1 @@
+"""Placeholder replaced by the NPO adapter (issue 3)."""
