@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 
-__all__ = ["environment", "git_commit", "pinned_threads", "threads"]
+__all__ = ["environment", "git_commit", "pin_process", "pinned_threads", "threads"]
 
 _THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 _current = {"threads": None}
@@ -44,6 +44,28 @@ def apply_torch_threads() -> None:
     """Called by torch users right after importing torch, inside a pinned region."""
     if _current["threads"] is not None:
         _set_torch_threads(_current["threads"])
+
+
+_process_limiter = []
+
+
+def pin_process(k: int = DEFAULT_THREADS) -> int:
+    """Pin BLAS/OpenMP and torch to ``k`` threads for the rest of the process.
+
+    For worker processes that cannot wrap their work in :func:`pinned_threads`
+    (asv benchmark processes, a pytest session).
+    """
+    from threadpoolctl import threadpool_limits
+
+    k = int(k)
+    if k < 1:
+        raise ValueError(f"threads must be >= 1, got {k}")
+    for v in _THREAD_VARS:
+        os.environ[v] = str(k)
+    _process_limiter.append(threadpool_limits(limits=k))
+    _current["threads"] = k
+    _set_torch_threads(k)
+    return k
 
 
 @contextmanager

@@ -19,12 +19,14 @@ call, as a nonlinear neural preconditioner does.
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
+from scipy.linalg.blas import daxpy
 from scipy.sparse.linalg import LinearOperator
 
 __all__ = ["SolveResult", "fcg", "pcg"]
@@ -153,12 +155,13 @@ def _solve(A, b, M, *, rtol, maxiter, x0, callback, flexible: bool) -> SolveResu
                 reason, detail = "breakdown", f"p.Ap = {pAp!r} at iteration {it}"
                 break
             alpha = rz / pAp
-            x += alpha * p
+            daxpy(p, x, a=alpha)  # in place, no temporaries: x += alpha p
             if flexible:
                 r_old[:] = r
-            r -= alpha * Ap
+            daxpy(Ap, r, a=-alpha)
             it += 1
-            rnorm = float(np.linalg.norm(r))
+            rr = float(np.dot(r, r))
+            rnorm = math.sqrt(rr) if rr >= 0 else math.nan
             history.append(rnorm / bnorm)
             if callback is not None:
                 callback(x)
@@ -172,7 +175,7 @@ def _solve(A, b, M, *, rtol, maxiter, x0, callback, flexible: bool) -> SolveResu
                 break
             z = r if apply is None else apply(r)
             applies += 1
-            rz_new = float(np.dot(r, z))
+            rz_new = rr if apply is None else float(np.dot(r, z))
             if flexible:
                 beta = (rz_new - float(np.dot(z, r_old))) / rz
             else:

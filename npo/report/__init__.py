@@ -1,0 +1,1 @@
+"""Reports: honesty tables, history over commits, plots, all from one tidy DataFrame."""
