@@ -146,6 +146,8 @@ def _skip_reason(n: int, fld: Field, method: Method) -> str | None:
                 f"Nystrom rank {rank} basis needs {need / 2**20:.0f} MiB at N = {N}, "
                 f"over the {DENSE_BUDGET_BYTES / 2**20:.0f} MiB dense budget"
             )
+    if method.label == "npo_pcg" and n > 64:
+        return "negative control (NPO in plain PCG) runs at small n only"
     if method.precond == "npo":
         name = npo_checkpoint(fld)
         if name is None:
@@ -154,8 +156,6 @@ def _skip_reason(n: int, fld: Field, method: Method) -> str | None:
 
         if name not in shipped_models():
             return f"NPO model {name!r} is not shipped in npo/neural/weights"
-    if method.label == "npo_pcg" and n > 64:
-        return "negative control (NPO in plain PCG) runs at small n only"
     if method.label == "ilu" and n > 128:
         return "spilu defaults are nonsymmetric and stall in PCG from n = 64; not repeated above 128"
     return None

@@ -84,17 +84,20 @@ def plot_history(hist: pd.DataFrame, path, value: str = "iterations", max_panels
     for ax, method in zip(axes, methods, strict=False):
         g = hist[hist["method"] == method]
         for case, c in g.groupby("case", sort=False):
-            c = c.sort_values("commit_order")
+            c = c[c[value].notna()].sort_values("commit_order")
+            if c.empty:
+                continue
             x = [order.index(s) for s in c["commit_short"]]
             ax.plot(x, c[value], "o-", label=case, alpha=0.8)
-        ax.set_xticks(range(len(order)))
+        ax.set_xticks(range(len(order)))  # every commit, in order, even without data
         ax.set_xticklabels(order, rotation=45, ha="right", fontsize=7)
         ax.set_title(method)
         ax.set_ylabel(value)
-        if value.endswith("_s"):
+        if value.endswith("_s") and (g[value] > 0).any():
             ax.set_yscale("log")
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=6)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=6)
     fig.suptitle(f"{value} over commits")
     return _save(fig, path)
 
