@@ -44,7 +44,7 @@ class _Cached(_Cases):
     setup_cache.timeout = 900
 
 
-class Setup(_Cases):
+class SetupCost(_Cases):
     def setup(self, n, field, method):
         env.pin_process(env.DEFAULT_THREADS)
         self.case = _case(n, field, method)
@@ -58,7 +58,7 @@ class Setup(_Cases):
         measure.make_preconditioner(self.case).setup(self.A)
 
 
-class Apply(_Cases):
+class ApplyCost(_Cases):
     def setup(self, n, field, method):
         env.pin_process(env.DEFAULT_THREADS)
         case = _case(n, field, method)
@@ -70,7 +70,7 @@ class Apply(_Cases):
         self.M.apply(self.v)
 
 
-class Solve(_Cached):
+class SolveTime(_Cached):
     def setup(self, cache, n, field, method):
         env.pin_process(env.DEFAULT_THREADS)
         self.case = _case(n, field, method)

@@ -23,7 +23,7 @@ second.
 For an A/B of two commits on the same machine use asv, whose exit code (unlike
 ``asv compare``) reflects regressions::
 
-    asv continuous --factor 1.5 --bench Solve <base> HEAD
+    asv continuous --factor 1.5 --bench SolveTime <base> HEAD
 
 Exit codes: 0 pass, 1 regression, 2 error.
 """
