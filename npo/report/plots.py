@@ -37,43 +37,47 @@ def _grid(k: int):
     return fig, axes.ravel()
 
 
-def plot_iterations(df: pd.DataFrame, path) -> Path:
-    """Iterations vs n, log-log, one panel per field; unconverged points hollow."""
+def _per_field(df: pd.DataFrame, path, draw, xlabel: str, ylabel: str, title: str) -> Path:
+    """One log-log panel per field; ``draw(ax, rows_of_one_method, method)`` plots a line."""
     fields = list(dict.fromkeys(df["field"]))
     fig, axes = _grid(len(fields))
     for ax, field in zip(axes, fields, strict=False):
-        g = df[df["field"] == field]
-        for method, m in g.groupby("method", sort=False):
-            m = m.sort_values("n")
-            line = ax.loglog(m["n"], m["iterations"], "-", label=method, alpha=0.8)[0]
-            ok = m["converged"].astype(bool)
-            ax.loglog(m["n"][ok], m["iterations"][ok], "o", color=line.get_color())
-            ax.loglog(m["n"][~ok], m["iterations"][~ok], "o", mfc="none", color=line.get_color())
+        for method, m in df[df["field"] == field].groupby("method", sort=False):
+            draw(ax, m, method)
         ax.set_title(f"{field}")
-        ax.set_xlabel("n (grid points per side)")
-        ax.set_ylabel("iterations to rtol (hollow: not converged)")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
         ax.grid(True, which="both", alpha=0.3)
-    axes[0].legend(fontsize=7, ncol=2)
-    fig.suptitle("Iterations vs grid size")
+    if axes[0].get_legend_handles_labels()[0]:
+        axes[0].legend(fontsize=7, ncol=2)
+    fig.suptitle(title)
     return _save(fig, path)
+
+
+def plot_iterations(df: pd.DataFrame, path) -> Path:
+    """Iterations vs n, log-log, one panel per field; unconverged points hollow."""
+
+    def draw(ax, m, method):
+        m = m.sort_values("n")
+        line = ax.loglog(m["n"], m["iterations"], "-", label=method, alpha=0.8)[0]
+        ok = m["converged"].astype(bool)
+        ax.loglog(m["n"][ok], m["iterations"][ok], "o", color=line.get_color())
+        ax.loglog(m["n"][~ok], m["iterations"][~ok], "o", mfc="none", color=line.get_color())
+
+    return _per_field(df, path, draw, "n (grid points per side)",
+                      "iterations to rtol (hollow: not converged)", "Iterations vs grid size")
 
 
 def plot_time_to_solution(df: pd.DataFrame, path) -> Path:
     """Total time to solution (setup + solve) vs N, log-log, one panel per field."""
-    fields = list(dict.fromkeys(df["field"]))
-    fig, axes = _grid(len(fields))
-    for ax, field in zip(axes, fields, strict=False):
-        g = df[(df["field"] == field) & df["converged"].astype(bool)]
-        for method, m in g.groupby("method", sort=False):
-            m = m.sort_values("N")
+
+    def draw(ax, m, method):
+        m = m[m["converged"].astype(bool)].sort_values("N")
+        if not m.empty:
             ax.loglog(m["N"], m["total_s"], "o-", label=method, alpha=0.8)
-        ax.set_title(f"{field}")
-        ax.set_xlabel("N (unknowns)")
-        ax.set_ylabel("setup + solve [s] (converged only)")
-        ax.grid(True, which="both", alpha=0.3)
-    axes[0].legend(fontsize=7, ncol=2)
-    fig.suptitle("Time to solution vs problem size")
-    return _save(fig, path)
+
+    return _per_field(df, path, draw, "N (unknowns)", "setup + solve [s] (converged only)",
+                      "Time to solution vs problem size")
 
 
 def plot_history(hist: pd.DataFrame, path, value: str = "iterations", max_panels: int = 6) -> Path:
