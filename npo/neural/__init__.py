@@ -1,0 +1,99 @@
+"""The Neural Preconditioning Operator: model, data, training, checkpoints.
+
+Importing this package does not import torch: the catalogue and the reports
+read the shipped models' metadata from their JSON sidecars with
+:func:`shipped_models`. The torch-backed pieces (:class:`NAMG`,
+:func:`from_checkpoint`, :func:`train`) are loaded on first access.
+
+Four rooms, as in neuraloperator: :mod:`npo.neural.model` (the NAMG network),
+:mod:`npo.neural.data` (operators, CG residuals, exact targets),
+:mod:`npo.neural.train` (losses, schedule, CLI) and
+:mod:`npo.neural.checkpoint` (format, validation). :mod:`npo.neural.flops`
+measures apply cost, :mod:`npo.neural.eval` prints the evaluation figures.
+
+>>> sorted(shipped_models())
+['poisson', 'poisson32', 'varcoef']
+>>> shipped_models()["varcoef"]["train_s"] > 0
+True
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+
+__all__ = [
+    "NAMG",
+    "WEIGHTS_DIR",
+    "from_checkpoint",
+    "resolve_checkpoint",
+    "shipped_models",
+    "train",
+    "weights_info",
+]
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+
+_LAZY = {
+    "NAMG": ("npo.neural.model", "NAMG"),
+    "from_checkpoint": ("npo.neural.checkpoint", "from_checkpoint"),
+    "train": ("npo.neural.train", "train"),
+}
+
+
+def __getattr__(name):
+    # torch is imported only when a torch-backed name is first used
+    if name in _LAZY:
+        mod, attr = _LAZY[name]
+        return getattr(importlib.import_module(mod), attr)
+    raise AttributeError(f"module 'npo.neural' has no attribute {name!r}")
+
+
+def shipped_models() -> dict[str, dict]:
+    """Metadata of every shipped model, by name, read from the JSON sidecars (no torch).
+
+    Each value holds at least ``config``, ``fields``, ``n`` (trained grid
+    sizes), ``train_s`` (wall-clock training seconds), ``command`` (the
+    reproducing command) and ``history`` (per-epoch losses).
+    """
+    out = {}
+    for side in sorted(WEIGHTS_DIR.glob("*.json")):
+        if not side.with_suffix(".pt").exists():
+            continue
+        with open(side) as f:
+            out[side.stem] = json.load(f)
+    return out
+
+
+def weights_info(name: str) -> dict:
+    """Metadata of one shipped model (ValueError listing the names if unknown)."""
+    models = shipped_models()
+    if name not in models:
+        raise ValueError(f"unknown shipped NPO model {name!r}; expected one of {sorted(models)}")
+    return models[name]
+
+
+def resolve_checkpoint(name_or_path) -> Path:
+    """Path of a shipped model name (``"poisson"``) or of an existing file.
+
+    >>> resolve_checkpoint("poisson").name
+    'poisson.pt'
+    >>> resolve_checkpoint("nope")
+    Traceback (most recent call last):
+    ...
+    ValueError: no NPO checkpoint 'nope': not a shipped model (expected one of ['poisson', 'poisson32', 'varcoef']) and no such file
+    """
+    if isinstance(name_or_path, str) and name_or_path and "/" not in name_or_path \
+            and not name_or_path.endswith(".pt"):
+        shipped = WEIGHTS_DIR / f"{name_or_path}.pt"
+        if shipped.exists():
+            return shipped
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    names = sorted(p.stem for p in WEIGHTS_DIR.glob("*.pt"))
+    raise ValueError(
+        f"no NPO checkpoint {str(name_or_path)!r}: not a shipped model "
+        f"(expected one of {names}) and no such file"
+    )

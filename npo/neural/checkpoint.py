@@ -1,0 +1,212 @@
+"""NPO checkpoints: state_dict + constructor config + format version + metadata.
+
+A checkpoint is a plain dict saved by :func:`torch.save` and read back with
+``torch.load(..., weights_only=True)``, so it may hold only tensors and
+primitive containers (no custom classes, no numpy arrays)::
+
+    {"format": "npo-bench/namg", "format_version": 1,
+     "config": {width, num_coarse, heads, ffn_mult, coef_channel},
+     "state_dict": {name: tensor},
+     "metadata": {training config, data seeds, train_s, final losses,
+                  versions, device, git commit, command, history}}
+
+Every shipped ``<name>.pt`` has a JSON sidecar ``<name>.json`` with the same
+metadata, which :mod:`npo.neural` reads without importing torch.
+
+Loading validates everything it can and raises a ValueError that names the
+file and the problem: unreadable or truncated bytes, a foreign format, a
+different format version, a bad config, state_dict keys or shapes that do not
+match the config, or non-finite weights. Writes go to a temporary file that
+is moved into place, so a failure never leaves a partial checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from npo.neural import WEIGHTS_DIR, resolve_checkpoint
+from npo.neural.model import NAMG
+
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "from_checkpoint",
+    "load_checkpoint",
+    "save_checkpoint",
+    "WEIGHTS_DIR",
+]
+
+FORMAT = "npo-bench/namg"
+FORMAT_VERSION = 1
+_CONFIG_KEYS = {"width", "num_coarse", "heads", "ffn_mult", "coef_channel"}
+
+
+def _atomic_write(path: Path, write) -> None:
+    """Call ``write(tmp_path)`` then move the temporary file onto ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file ordinary permissions
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def _plain(obj):
+    """numpy scalars -> Python scalars (json.dumps rejects numpy ints)."""
+    if hasattr(obj, "item") and callable(obj.item) and getattr(obj, "ndim", None) == 0:
+        return obj.item()
+    raise TypeError(f"{type(obj).__name__} is not a JSON primitive")
+
+
+def _check_json(obj, where="metadata"):
+    """Metadata must survive both weights_only unpickling and JSON: plain types only."""
+    if obj is None or type(obj) in (bool, int, float, str):
+        return
+    if isinstance(obj, list | tuple):
+        for i, v in enumerate(obj):
+            _check_json(v, f"{where}[{i}]")
+        return
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if not isinstance(k, str):
+                raise ValueError(f"{where}: key {k!r} is not a string")
+            _check_json(v, f"{where}.{k}")
+        return
+    raise ValueError(f"{where}: {type(obj).__name__} is not a JSON primitive")
+
+
+def save_checkpoint(model: NAMG, path, metadata: dict | None = None, *, sidecar: bool = True) -> Path:
+    """Write ``model`` (+ ``metadata``) to ``path`` atomically, and a JSON sidecar.
+
+    Parameters
+    ----------
+    model : NAMG
+    path : str or Path
+        Destination ``.pt`` file; the sidecar is ``path.with_suffix(".json")``.
+    metadata : dict, optional
+        JSON-compatible training metadata (lists, dicts, numbers, strings).
+    sidecar : bool
+        Also write the JSON sidecar (default True).
+    """
+    path = Path(path)
+    # a JSON round trip turns tuples into lists and numpy scalars into Python
+    # ones, which weights_only unpickling would otherwise reject
+    try:
+        metadata = json.loads(json.dumps(dict(metadata or {}), default=_plain))
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"checkpoint metadata is not JSON-compatible: {e}") from None
+    _check_json(metadata)
+    state = {k: v.detach().to("cpu").clone().contiguous() for k, v in model.state_dict().items()}
+    ckpt = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "config": dict(model.config),
+        "state_dict": state,
+        "metadata": metadata,
+    }
+    _atomic_write(path, lambda tmp: torch.save(ckpt, tmp))
+    if sidecar:
+        side = {
+            "name": path.stem,
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "config": dict(model.config),
+            "params": int(sum(v.numel() for v in state.values())),
+            "bytes": path.stat().st_size,
+            **metadata,
+        }
+
+        def write_json(tmp):
+            with open(tmp, "w") as f:
+                json.dump(side, f, indent=1)
+                f.write("\n")
+
+        _atomic_write(path.with_suffix(".json"), write_json)
+    return path
+
+
+def load_checkpoint(path_or_name, map_location="cpu") -> dict:
+    """Read and validate a checkpoint; return its dict (see the module docstring).
+
+    ``path_or_name`` is a file path or the name of a shipped model.
+    """
+    path = resolve_checkpoint(path_or_name)
+    where = str(path)
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # torch raises several types for bad bytes; all mean "unreadable"
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        # torch's weights_only message puts the actual reason on a later line
+        msg = next((ln for ln in lines if "error:" in ln.lower()), lines[0] if lines else "")
+        raise ValueError(
+            f"{where}: not a readable NPO checkpoint (corrupt or truncated file: "
+            f"{type(e).__name__}: {msg[:200]})"
+        ) from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        got = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise ValueError(f"{where}: not an NPO checkpoint (format {got!r}, expected {FORMAT!r})")
+    version = ckpt.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ValueError(
+            f"{where}: checkpoint format version {version!r} is not supported "
+            f"(this code reads version {FORMAT_VERSION})"
+        )
+    for key, typ in (("config", dict), ("state_dict", dict), ("metadata", dict)):
+        if not isinstance(ckpt.get(key), typ):
+            raise ValueError(f"{where}: checkpoint has no valid {key!r} entry")
+    config = ckpt["config"]
+    if set(config) != _CONFIG_KEYS:
+        raise ValueError(
+            f"{where}: model config keys {sorted(config)} do not match the expected "
+            f"{sorted(_CONFIG_KEYS)}"
+        )
+    return ckpt
+
+
+def from_checkpoint(path_or_name, map_location="cpu") -> tuple[NAMG, dict]:
+    """Rebuild the model of a checkpoint; returns ``(model in eval mode, metadata)``.
+
+    Raises ValueError when the state_dict does not match the stored config
+    (missing or unexpected keys, wrong shapes) or holds non-finite values.
+    """
+    ckpt = load_checkpoint(path_or_name, map_location=map_location)
+    where = str(resolve_checkpoint(path_or_name))
+    try:
+        model = NAMG(**ckpt["config"])
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{where}: invalid model config {ckpt['config']}: {e}") from None
+    expected = model.state_dict()
+    state = ckpt["state_dict"]
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise ValueError(
+            f"{where}: state_dict does not match the model config: "
+            f"missing keys {missing[:5]}{'...' if len(missing) > 5 else ''}, "
+            f"unexpected keys {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}"
+        )
+    for k, v in state.items():
+        if not isinstance(v, torch.Tensor):
+            raise ValueError(f"{where}: state_dict entry {k!r} is not a tensor")
+        if tuple(v.shape) != tuple(expected[k].shape):
+            raise ValueError(
+                f"{where}: state_dict entry {k!r} has shape {tuple(v.shape)}, "
+                f"the config needs {tuple(expected[k].shape)}"
+            )
+        if not torch.isfinite(v).all():
+            raise ValueError(f"{where}: state_dict entry {k!r} contains NaN or Inf")
+    model.load_state_dict(state)
+    model.eval()
+    return model, ckpt["metadata"]

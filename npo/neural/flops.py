@@ -1,0 +1,161 @@
+"""FLOPs and achieved throughput of one NPO apply.
+
+FLOPs are counted with :class:`torch.utils.flop_counter.FlopCounterMode`
+over one forward pass of the network. It counts matrix products and
+convolutions only (``addmm``, ``mm``, ``bmm``, ``convolution``, and attention
+as 4 * B * heads * Lq * Lk * d for the two products QK^T and PV). On the CPU
+torch dispatches attention to ``_scaled_dot_product_flash_attention_for_cpu``,
+which FlopCounterMode does not know, so we register the standard SDPA formula
+for it. NOT counted: elementwise and reduction work (LayerNorm, softmax's
+exp/sum, ReLU, residual adds, bias adds outside addmm), copies, and the
+wrapper's float64 normalisation. These are memory-bound and are part of the
+measured time, so "achieved FLOP/s" understates the arithmetic done.
+
+Achieved FLOP/s of an apply is compared with float32 ``torch.mm`` of two
+1024x1024 matrices measured in the same process with the same thread count:
+the fraction says how close the small-channel network gets to the machine's
+dense-GEMM rate, and unlike seconds it compares across machines.
+
+>>> from npo.neural.model import NAMG
+>>> c = count_flops(NAMG(), 32)
+>>> c["total"] == sum(c["by_op"].values()) and c["by_op"]["attention"] > 0
+True
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
+
+__all__ = ["apply_cost", "count_flops", "mm_throughput"]
+
+_aten = torch.ops.aten
+# FlopCounterMode knows the CUDA flash/efficient kernels; give the CPU one the same formula
+_CUSTOM = {
+    _aten._scaled_dot_product_flash_attention_for_cpu:
+        lambda q, k, v, *args, out_shape=None, **kwargs: sdpa_flop_count(q, k, v),
+}
+_ATTENTION = {"_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_product_flash_attention",
+              "_scaled_dot_product_efficient_attention", "_scaled_dot_product_cudnn_attention"}
+
+
+def count_flops(model, n: int, *, inputs=None, batch: int = 1) -> dict:
+    """FLOPs of one forward pass on an n x n grid: ``{"total", "by_op"}``.
+
+    ``by_op`` groups the counts as ``linear`` (addmm/mm), ``conv`` and
+    ``attention``.
+    """
+    dev = next(model.parameters()).device
+    r = torch.zeros(batch, n, n, device=dev)
+    coef = torch.zeros(n, n, device=dev) if model.coef_channel else None
+    if inputs is not None and inputs.shape[0] != batch:
+        inputs = None
+    # requires_grad off: FlopCounterMode's module tracker hooks autograd and
+    # fails on parameter views created under no_grad
+    flags = [p.requires_grad for p in model.parameters()]
+    model.requires_grad_(False)
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=_CUSTOM) as fc:
+            model(r, coef, inputs=inputs)
+    finally:
+        for p, f in zip(model.parameters(), flags, strict=True):
+            p.requires_grad_(f)
+    by_op = {"linear": 0, "conv": 0, "attention": 0, "other": 0}
+    for op, cnt in fc.get_flop_counts()["Global"].items():
+        name = str(op).split(".")[-1]
+        if name in ("addmm", "mm", "bmm", "baddbmm"):
+            by_op["linear"] += int(cnt)
+        elif name == "convolution":
+            by_op["conv"] += int(cnt)
+        elif name in _ATTENTION:
+            by_op["attention"] += int(cnt)
+        else:
+            by_op["other"] += int(cnt)
+    if not by_op["other"]:
+        del by_op["other"]
+    return {"total": int(fc.get_total_flops()), "by_op": by_op}
+
+
+def _median_time(fn, repeats: int, min_time: float = 0.05) -> float:
+    fn()  # warm-up
+    fn()
+    # calibrate the number of calls per sample so each sample lasts >= min_time
+    t0 = time.perf_counter()
+    fn()
+    one = max(time.perf_counter() - t0, 1e-7)
+    inner = max(1, int(min_time / one))
+    samples = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(inner):
+            fn()
+        samples.append((time.perf_counter() - t0) / inner)
+    return statistics.median(samples)
+
+
+def mm_throughput(size: int = 1024, repeats: int = 5) -> float:
+    """float32 ``torch.mm`` FLOP/s for ``size x size`` matrices on the CPU (current threads)."""
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(size, size, generator=g)
+    b = torch.randn(size, size, generator=g)
+    out = torch.empty(size, size)
+    dt = _median_time(lambda: torch.mm(a, b, out=out), repeats)
+    return 2.0 * size**3 / dt
+
+
+def apply_cost(checkpoint: str = "poisson", n: int = 128, *, threads: int = 1,
+               repeats: int = 7, device: str = "cpu") -> dict:
+    """Median apply time, FLOPs and the fraction of float32 GEMM throughput at size n.
+
+    Builds ``NPO(checkpoint).setup(poisson_2d(n))`` (or the model's own
+    field, which does not change the cost), times ``apply`` on a GRF residual
+    with ``threads`` pinned, counts FLOPs, and measures ``torch.mm`` in the
+    same process.
+
+    Returns
+    -------
+    dict
+        n, threads, device, flops, flops_by_op, apply_s, flops_per_s,
+        mm_flops_per_s, mm_fraction, params.
+    """
+    from npo.env import pinned_threads
+    from npo.precond.neural import NPO
+    from npo.problems import grf_rhs, poisson_2d
+
+    with pinned_threads(threads):
+        M = NPO(checkpoint, device=device).setup(poisson_2d(n))
+        r = grf_rhs(n, seed=7)
+        counted = count_flops(M.model, n, inputs=M._inputs)
+        apply_s = _median_time(lambda: M.apply(r), repeats)
+        mm = mm_throughput()
+    flops = counted["total"]
+    return {
+        "n": n,
+        "threads": threads,
+        "device": device,
+        "params": M.model.num_parameters(),
+        "flops": flops,
+        "flops_by_op": counted["by_op"],
+        "apply_s": apply_s,
+        "flops_per_s": flops / apply_s,
+        "mm_flops_per_s": mm,
+        "mm_fraction": flops / apply_s / mm,
+    }
+
+
+if __name__ == "__main__":  # pragma: no cover - a convenience printout
+    import argparse
+
+    ap = argparse.ArgumentParser(description="NPO apply cost: time, FLOPs, fraction of GEMM rate")
+    ap.add_argument("--checkpoint", default="poisson")
+    ap.add_argument("--n", type=int, nargs="+", default=[32, 128, 256])
+    ap.add_argument("--threads", type=int, default=1)
+    a = ap.parse_args()
+    for n in a.n:
+        c = apply_cost(a.checkpoint, n, threads=a.threads)
+        print(f"n={n:4d}  apply {c['apply_s'] * 1e3:8.3f} ms  {c['flops'] / 1e6:9.1f} MFLOP  "
+              f"{c['flops_per_s'] / 1e9:6.1f} GFLOP/s  mm {c['mm_flops_per_s'] / 1e9:6.1f} GFLOP/s"
+              f"  fraction {c['mm_fraction']:.3f}  {c['flops_by_op']}")
