@@ -36,22 +36,22 @@ def _timed(fn):
 def pcg_vs_scipy(n: int = 512, repeats: int = 5, rtol: float = 1e-10) -> dict:
     """Per-iteration time of ``pcg`` over scipy's ``cg`` (no preconditioner)."""
     A, b = poisson_2d(n), grf_rhs(n)
-    ours, theirs, its_ours, its_theirs = [], [], 0, 0
+    ours, theirs, its_ours = [], [], 0
+    count = [0]
+
+    def cb(xk):
+        count[0] += 1
+
     with env.pinned_threads(env.DEFAULT_THREADS):
         for _ in range(repeats):
             t, res = _timed(lambda: pcg(A, b, rtol=rtol))
             ours.append(t / res.iterations)
             its_ours = res.iterations
-            count = [0]
-
-            def cb(xk):
-                count[0] += 1
-
+            count[0] = 0
             t, _ = _timed(lambda: sla.cg(A, b, rtol=rtol, atol=0.0, maxiter=10 * A.shape[0],
                                          callback=cb))
-            its_theirs = count[0]
-            theirs.append(t / its_theirs)
-            count[0] = 0
+            theirs.append(t / count[0])
+    its_theirs = count[0]
     return {
         "n": n,
         "iterations": its_ours,
@@ -68,11 +68,11 @@ def amg_pcg_vs_pyamg(n: int = 512, repeats: int = 5, rtol: float = 1e-10) -> dic
     with env.pinned_threads(env.DEFAULT_THREADS):
         M = get("amg", solver="sa", seed=0).setup(A)
         ours, theirs, its = [], [], 0
+        residuals: list = []
         for _ in range(repeats):
             t, res = _timed(lambda: pcg(A, b, M, rtol=rtol))
             ours.append(t)
             its = res.iterations
-            residuals = []
             t, _ = _timed(lambda: M.ml.solve(b, tol=rtol, accel="cg", residuals=residuals))
             theirs.append(t)
     return {
