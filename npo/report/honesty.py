@@ -169,7 +169,7 @@ def footnotes(records: pd.DataFrame) -> list[str]:
     return [
         f"machine: {uniq('machine')}; device: {uniq('device')}; threads (BLAS/OpenMP/torch): "
         f"{uniq('threads')}",
-        f"commit: {uniq('commit')} ({uniq('commit_date')}); measured {uniq('timestamp')}",
+        f"commit: {uniq('commit')} ({uniq('commit_date')}); measured {_span(records)}",
         f"versions: {vtxt}",
         f"protocol: rtol {rtol} on the recurrence residual, x0 = 0, b = grf_rhs(n, seed=42); "
         "times are medians of repeats; total = setup + solve; apply xSpMV = apply time / "
@@ -177,6 +177,13 @@ def footnotes(records: pd.DataFrame) -> list[str]:
         "did not converge has no solve or total time. NPO training time is not in total; "
         "break-even = training / (CG total - NPO total).",
     ]
+
+
+def _span(records: pd.DataFrame) -> str:
+    ts = sorted(str(t) for t in records.get("timestamp", pd.Series(dtype=str)).dropna() if str(t))
+    if not ts:
+        return "unknown"
+    return ts[0] if ts[0] == ts[-1] else f"{ts[0]} to {ts[-1]}"
 
 
 def _sections(df: pd.DataFrame):
