@@ -73,9 +73,10 @@ def cmd_run(args) -> int:
         return EXIT_OK
     out = Path(args.out)
     stem = _honesty_stem(args.suite)
+    not_run = [(c.n, c.field.label, c.method.label, why) for c, why in skipped]
     title = f"Wall-clock honesty table: suite {args.suite}"
     written = [
-        write_text(out / f"{stem}.md", honesty.honesty_markdown(table, title)),
+        write_text(out / f"{stem}.md", honesty.honesty_markdown(table, title, not_run)),
         write_csv(out / f"{stem}.csv", table),
         plots.plot_iterations(table, out / "plots" / f"{args.suite}-iterations.png"),
         plots.plot_time_to_solution(table, out / "plots" / f"{args.suite}-time-to-solution.png"),

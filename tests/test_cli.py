@@ -18,6 +18,7 @@ def test_run_writes_table_plots_and_store(tmp_path, capsys):
     assert "n = 32, field constant" in printed and "speed-up wall" in printed
     md = (out / "honesty-quick.md").read_text()
     assert "## n = 32 (N = 1,024), field jump1e2" in md and "threads" in md
+    assert "Not run here" not in md  # quick at n = 32 skips nothing
     csv = pd.read_csv(out / "honesty-quick.csv")
     assert len(csv) == 6 and set(csv["method"]) == {"cg", "jacobi", "amg_sa"}
     assert int(csv[(csv.method == "cg") & (csv.field == "constant")]["iterations"].iloc[0]) == 116

@@ -129,6 +129,10 @@ def test_honesty_renderings():
     md = honesty_markdown(t, "T")
     assert "## n = 128 (N = 16,384), field constant" in md and "LOSES despite" in md
     assert "machine: m" in md and "threads" in md
+    md2 = honesty_markdown(t, "T", skipped=[(128, "constant", "nystrom", "over budget"),
+                                           (64, "constant", "npo", "elsewhere")])
+    assert "Not run here (the catalogue's reasons): `nystrom`: over budget." in md2
+    assert "elsewhere" not in md2
     txt = honesty_text(t)
     assert "speed-up wall" in txt and "break-even" in txt
 

@@ -191,14 +191,28 @@ def _sections(df: pd.DataFrame):
         yield n, field, g
 
 
-def honesty_markdown(df: pd.DataFrame, title: str = "Wall-clock honesty table") -> str:
-    """Markdown: one section per case, then the footnotes."""
+def _not_run(skipped, n, field) -> list[str]:
+    rows = [(m, why) for (sn, sf, m, why) in skipped or () if sn == n and sf == field]
+    if not rows:
+        return []
+    return ["Not run here (the catalogue's reasons): "
+            + "; ".join(f"`{m}`: {why}" for m, why in rows) + ".", ""]
+
+
+def honesty_markdown(df: pd.DataFrame, title: str = "Wall-clock honesty table",
+                     skipped=None) -> str:
+    """Markdown: one section per case, then the footnotes.
+
+    ``skipped`` is an iterable of ``(n, field, method, reason)`` for the
+    combinations the catalogue does not run; each section lists its own.
+    """
     lines = [f"# {title}", ""]
     for n, field, g in _sections(df):
         N = int(g["N"].iloc[0])
         lines += [f"## n = {n} (N = {N:,}), field {field}", ""]
         lines.append(_display(g).to_markdown(index=False))
         lines.append("")
+        lines += _not_run(skipped, n, field)
     lines += ["---", ""] + [f"- {f}" for f in footnotes(df)] + [""]
     return "\n".join(lines)
 
