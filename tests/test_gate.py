@@ -118,6 +118,22 @@ def test_cross_platform_tolerance_and_improvements():
         "n32-constant-ilu0: iterations 43 -> 44 (+1, tolerance 0)"]
 
 
+def test_cross_platform_widens_npo_tolerance_and_time_threshold():
+    s = [1.0, 1.01, 0.99, 1.02, 0.98, 1.0, 1.01]
+    base = {"platform": {"cpu": "x"}, "cases": {
+        "n64-constant-npo": {"iterations": 72, "converged": True, "apply_per_spmv": s}}}
+    now = {"platform": {"cpu": "y"}, "cases": {
+        "n64-constant-npo": {"iterations": 79, "converged": True,
+                             "apply_per_spmv": [2 * v for v in s]}}}
+    r = gate.compare(base, now)  # +7 <= max(3, 10% of 72); 2x < 1.5**2
+    assert r["passed"] and r["threshold"] == pytest.approx(2.25)
+    now["cases"]["n64-constant-npo"]["apply_per_spmv"] = [2.5 * v for v in s]
+    assert not gate.compare(base, now)["passed"]
+    now["platform"] = base["platform"]
+    now["cases"]["n64-constant-npo"]["apply_per_spmv"] = s
+    assert not gate.compare(base, now)["passed"]  # same platform: the +7 is exact-gated
+
+
 def test_missing_case_fails_and_time_noise_passes():
     rng = np.random.default_rng(0)
     s = list(1.0 + 0.05 * rng.standard_normal(7))
