@@ -31,19 +31,27 @@ def _grid(k: int):
     plt = _plt()
     cols = min(k, 2)
     rows = (k + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(6.2 * cols, 4.2 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(6.2 * cols, 4.2 * rows), squeeze=False,
+                             layout="constrained")
     for ax in axes.ravel()[k:]:
         ax.set_visible(False)
     return fig, axes.ravel()
 
 
-def _per_field(df: pd.DataFrame, path, draw, xlabel: str, ylabel: str, title: str) -> Path:
+def _per_field(df: pd.DataFrame, path, draw, xcol: str, xlabel: str, ylabel: str,
+               title: str) -> Path:
     """One log-log panel per field; ``draw(ax, rows_of_one_method, method)`` plots a line."""
+    from matplotlib.ticker import NullFormatter
+
     fields = list(dict.fromkeys(df["field"]))
     fig, axes = _grid(len(fields))
     for ax, field in zip(axes, fields, strict=False):
-        for method, m in df[df["field"] == field].groupby("method", sort=False):
+        g = df[df["field"] == field]
+        for method, m in g.groupby("method", sort=False):
             draw(ax, m, method)
+        ticks = sorted(set(g[xcol].astype(int)))
+        ax.set_xticks(ticks, [f"{t:,}" for t in ticks])  # the measured sizes, no log clutter
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_title(f"{field}")
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
@@ -64,7 +72,7 @@ def plot_iterations(df: pd.DataFrame, path) -> Path:
         ax.loglog(m["n"][ok], m["iterations"][ok], "o", color=line.get_color())
         ax.loglog(m["n"][~ok], m["iterations"][~ok], "o", mfc="none", color=line.get_color())
 
-    return _per_field(df, path, draw, "n (grid points per side)",
+    return _per_field(df, path, draw, "n", "n (grid points per side)",
                       "iterations to rtol (hollow: not converged)", "Iterations vs grid size")
 
 
@@ -76,7 +84,7 @@ def plot_time_to_solution(df: pd.DataFrame, path) -> Path:
         if not m.empty:
             ax.loglog(m["N"], m["total_s"], "o-", label=method, alpha=0.8)
 
-    return _per_field(df, path, draw, "N (unknowns)", "setup + solve [s] (converged only)",
+    return _per_field(df, path, draw, "N", "N (unknowns)", "setup + solve [s] (converged only)",
                       "Time to solution vs problem size")
 
 
