@@ -89,7 +89,7 @@ def _records(**over):
                 machine="m", device="cpu", threads=1, commit="c", commit_date="", timestamp="",
                 versions="{}", rtol=1e-10)
     rows = [
-        dict(base, method="cg", iterations=400, solve_s=0.10, total_s=0.10),
+        dict(base, method="cg", iterations=400, solve_s=0.10, total_s=0.10, true_relres=3e-9),
         dict(base, method="amg_sa", iterations=10, setup_s=0.02, solve_s=0.03, total_s=0.05),
         dict(base, method="npo", krylov="fcg", iterations=40, solve_s=0.50, total_s=0.51,
              train_s=200.0),
@@ -128,6 +128,7 @@ def test_honesty_renderings():
     t = honesty_frame(_records())
     md = honesty_markdown(t, "T")
     assert "## n = 128 (N = 16,384), field constant" in md and "LOSES despite" in md
+    assert "| 3.0e-09 " in md  # the true residual is shown beside convergence
     assert "machine: m" in md and "threads" in md
     md2 = honesty_markdown(t, "T", skipped=[(128, "constant", "nystrom", "over budget"),
                                            (64, "constant", "npo", "elsewhere")])
