@@ -34,13 +34,14 @@ def _row(res) -> dict:
             "relres": res.relres, "true_relres": res.true_relres}
 
 
-def canonical(checkpoint: str = "poisson32", n: int = 32, seed: int = 42) -> dict:
+def canonical(checkpoint: str = "poisson32", n: int = 32, seed: int = 42,
+              device: str = "cpu") -> dict:
     """CG, NPO+FCG and NPO+PCG (maxiter 2000) on ``poisson_2d(n)``."""
     A = poisson_2d(n)
     b = grf_rhs(n, seed=seed)
     with pinned_threads(1):
-        M = get("npo", checkpoint=checkpoint).setup(A)
-        out = {"checkpoint": checkpoint, "n": n,
+        M = get("npo", checkpoint=checkpoint, device=device).setup(A)
+        out = {"checkpoint": checkpoint, "n": n, "device": device,
                "cg": _row(pcg(A, b, rtol=RTOL)),
                "npo_fcg": _row(fcg(A, b, M, rtol=RTOL))}
         with warnings.catch_warnings():
@@ -49,7 +50,8 @@ def canonical(checkpoint: str = "poisson32", n: int = 32, seed: int = 42) -> dic
     return out
 
 
-def transfer(checkpoint: str = "poisson", ns=(32, 64, 128, 256), seed: int = 42) -> list[dict]:
+def transfer(checkpoint: str = "poisson", ns=(32, 64, 128, 256), seed: int = 42,
+             device: str = "cpu") -> list[dict]:
     """NPO + FCG iterations next to CG's on ``poisson_2d(n)`` for each n.
 
     FCG is capped at CG's own iteration count: a preconditioner that needs
@@ -60,7 +62,7 @@ def transfer(checkpoint: str = "poisson", ns=(32, 64, 128, 256), seed: int = 42)
         for n in ns:
             A = poisson_2d(n)
             b = grf_rhs(n, seed=seed)
-            M = get("npo", checkpoint=checkpoint).setup(A)
+            M = get("npo", checkpoint=checkpoint, device=device).setup(A)
             c = pcg(A, b, rtol=RTOL)
             f = fcg(A, b, M, rtol=RTOL, maxiter=c.iterations)
             rows.append({"n": n, "cg": c.iterations, "npo_fcg": f.iterations,
@@ -69,14 +71,15 @@ def transfer(checkpoint: str = "poisson", ns=(32, 64, 128, 256), seed: int = 42)
     return rows
 
 
-def varcoef(checkpoint: str = "varcoef", n: int = 32, seed: int = 42) -> list[dict]:
+def varcoef(checkpoint: str = "varcoef", n: int = 32, seed: int = 42,
+            device: str = "cpu") -> list[dict]:
     """Jump (100) and lognormal (1e2, field seed 0): NPO+FCG vs CG and Jacobi-PCG."""
     rows = []
     with pinned_threads(1):
         for field, contrast, fseed in (("jump", 100.0, 0), ("lognormal", 100.0, 0)):
             A = diffusion_2d(n, coefficient(field, n, contrast, fseed))
             b = grf_rhs(n, seed=seed)
-            M = get("npo", checkpoint=checkpoint).setup(A)
+            M = get("npo", checkpoint=checkpoint, device=device).setup(A)
             rows.append({
                 "field": field, "contrast": contrast, "n": n,
                 "cg": pcg(A, b, rtol=RTOL).iterations,
@@ -94,10 +97,11 @@ def main(argv=None) -> int:
     ap.add_argument("--ns", type=int, nargs="+", default=[32, 64, 128, 256])
     ap.add_argument("--varcoef", default="varcoef")
     ap.add_argument("--cost", default="poisson", help="model for the apply-cost table ('' to skip)")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda[:k] (the network only)")
     ap.add_argument("--json", default=None)
     a = ap.parse_args(argv)
     report = {}
-    c = canonical(a.canonical)
+    c = canonical(a.canonical, device=a.device)
     report["canonical"] = c
     print(f"canonical poisson_2d(32), b = grf_rhs(32, seed=42), rtol 1e-10, model {a.canonical!r}:")
     for k in ("cg", "npo_fcg", "npo_pcg"):
@@ -105,7 +109,7 @@ def main(argv=None) -> int:
         print(f"  {k:8s} {r['iterations']:5d} its  {r['reason']:9s} relres {r['relres']:.3e}")
     report["transfer"] = {}
     for name in a.transfer:
-        rows = transfer(name, a.ns)
+        rows = transfer(name, a.ns, device=a.device)
         report["transfer"][name] = rows
         print(f"resolution transfer, model {name!r}:")
         for r in rows:
@@ -113,7 +117,7 @@ def main(argv=None) -> int:
                     else f"not converged ({r['reason']}; capped at CG's count)")
             print(f"  n={r['n']:4d}  CG {r['cg']:5d}  NPO+FCG {r['npo_fcg']:5d}  {tail}")
     if a.varcoef:
-        rows = varcoef(a.varcoef)
+        rows = varcoef(a.varcoef, device=a.device)
         report["varcoef"] = rows
         print(f"variable coefficients, n=32, model {a.varcoef!r}:")
         for r in rows:
@@ -124,9 +128,9 @@ def main(argv=None) -> int:
         from npo.neural.flops import apply_cost
 
         report["cost"] = []
-        print(f"apply cost, model {a.cost!r}, 1 thread:")
+        print(f"apply cost, model {a.cost!r}, 1 thread, device {a.device}:")
         for n in (32, 128, 256):
-            r = apply_cost(a.cost, n)
+            r = apply_cost(a.cost, n, device=a.device)
             report["cost"].append(r)
             print(f"  n={n:4d}  apply {r['apply_s'] * 1e3:8.3f} ms  {r['flops'] / 1e6:8.1f} MFLOP  "
                   f"{r['flops_per_s'] / 1e9:6.1f} GFLOP/s  mm {r['mm_flops_per_s'] / 1e9:6.1f} "

@@ -96,13 +96,31 @@ def _median_time(fn, repeats: int, min_time: float = 0.05) -> float:
     return statistics.median(samples)
 
 
-def mm_throughput(size: int = 1024, repeats: int = 5) -> float:
-    """float32 ``torch.mm`` FLOP/s for ``size x size`` matrices on the CPU (current threads)."""
+def mm_throughput(size: int = 1024, repeats: int = 5, device: str = "cpu") -> float:
+    """float32 ``torch.mm`` FLOP/s for ``size x size`` matrices on ``device``.
+
+    On the CPU this uses the current thread setting. On a GPU each product
+    is synchronised before the clock stops, as ``NPO.apply`` is (it copies
+    its result back to the host), so both rates are wall-clock rates.
+    torch's defaults apply (float32 matmuls do not use TF32 unless
+    ``torch.backends.cuda.matmul.allow_tf32`` is set).
+    """
+    dev = torch.device(device)
     g = torch.Generator().manual_seed(0)
-    a = torch.randn(size, size, generator=g)
-    b = torch.randn(size, size, generator=g)
-    out = torch.empty(size, size)
-    dt = _median_time(lambda: torch.mm(a, b, out=out), repeats)
+    a = torch.randn(size, size, generator=g).to(dev)
+    b = torch.randn(size, size, generator=g).to(dev)
+    out = torch.empty(size, size, device=dev)
+    if dev.type == "cuda":
+
+        def fn():
+            torch.mm(a, b, out=out)
+            torch.cuda.synchronize(dev)
+    else:
+
+        def fn():
+            torch.mm(a, b, out=out)
+
+    dt = _median_time(fn, repeats)
     return 2.0 * size**3 / dt
 
 
@@ -130,7 +148,7 @@ def apply_cost(checkpoint: str = "poisson", n: int = 128, *, threads: int = 1,
         r = grf_rhs(n, seed=7)
         counted = count_flops(M.model, n, inputs=M._inputs)
         apply_s = _median_time(lambda: M.apply(r), repeats)
-        mm = mm_throughput()
+        mm = mm_throughput(device=device)
     flops = counted["total"]
     return {
         "n": n,
@@ -153,9 +171,10 @@ if __name__ == "__main__":  # pragma: no cover - a convenience printout
     ap.add_argument("--checkpoint", default="poisson")
     ap.add_argument("--n", type=int, nargs="+", default=[32, 128, 256])
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda[:k]")
     a = ap.parse_args()
     for n in a.n:
-        c = apply_cost(a.checkpoint, n, threads=a.threads)
-        print(f"n={n:4d}  apply {c['apply_s'] * 1e3:8.3f} ms  {c['flops'] / 1e6:9.1f} MFLOP  "
+        c = apply_cost(a.checkpoint, n, threads=a.threads, device=a.device)
+        print(f"{a.device} n={n:4d}  apply {c['apply_s'] * 1e3:8.3f} ms  {c['flops'] / 1e6:9.1f} MFLOP  "
               f"{c['flops_per_s'] / 1e9:6.1f} GFLOP/s  mm {c['mm_flops_per_s'] / 1e9:6.1f} GFLOP/s"
               f"  fraction {c['mm_fraction']:.3f}  {c['flops_by_op']}")
