@@ -25,6 +25,22 @@ import scipy.linalg as sl
 from npo.precond.base import Preconditioner, _array_nbytes, register
 
 
+def _aligned(a: np.ndarray, align: int = 64) -> np.ndarray:
+    """C-contiguous copy of ``a`` whose data start on an ``align``-byte boundary.
+
+    numpy aligns only to 16 bytes. OpenBLAS's dgemv on the n x l basis runs
+    ~1.4x faster when U starts on a cache line (measured at n = 32, l = 64:
+    13.3 us aligned, 16.5-19.3 us otherwise). Whether it did depended on
+    the process's heap layout, so the apply cost was bimodal between runs.
+    """
+    a = np.ascontiguousarray(a)
+    buf = np.empty(a.nbytes + align, dtype=np.uint8)
+    offset = -buf.ctypes.data % align
+    out = buf[offset : offset + a.nbytes].view(a.dtype).reshape(a.shape)
+    out[...] = a
+    return out
+
+
 @register("nystrom")
 class Nystrom(Preconditioner):
     """Randomized Nystrom preconditioner of rank ``rank`` (seeded by ``seed``)."""
@@ -58,7 +74,7 @@ class Nystrom(Preconditioner):
         lam = np.maximum(0.0, sigma**2 - nu)
         if lam[-1] + self.mu <= 0:
             raise ValueError("nystrom: the sketch found a zero eigenvalue; reduce the rank")
-        self.U = U
+        self.U = _aligned(U)
         self.lam = lam
         # z = r + U ((lam_l + mu)/(lam + mu) - 1) U^T r
         self.scale = (lam[-1] + self.mu) / (lam + self.mu) - 1.0
