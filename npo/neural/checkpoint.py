@@ -23,14 +23,13 @@ is moved into place, so a failure never leaves a partial checkpoint.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 
 from npo.neural import WEIGHTS_DIR, resolve_checkpoint
 from npo.neural.model import NAMG
+from npo.report.io import atomic_path, write_text
 
 __all__ = [
     "FORMAT",
@@ -44,23 +43,6 @@ __all__ = [
 FORMAT = "npo-bench/namg"
 FORMAT_VERSION = 1
 _CONFIG_KEYS = {"width", "num_coarse", "heads", "ffn_mult", "coef_channel"}
-
-
-def _atomic_write(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` then move the temporary file onto ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file ordinary permissions
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def _plain(obj):
@@ -116,7 +98,8 @@ def save_checkpoint(model: NAMG, path, metadata: dict | None = None, *, sidecar:
         "state_dict": state,
         "metadata": metadata,
     }
-    _atomic_write(path, lambda tmp: torch.save(ckpt, tmp))
+    with atomic_path(path) as tmp:
+        torch.save(ckpt, tmp)
     if sidecar:
         side = {
             "name": path.stem,
@@ -127,13 +110,7 @@ def save_checkpoint(model: NAMG, path, metadata: dict | None = None, *, sidecar:
             "bytes": path.stat().st_size,
             **metadata,
         }
-
-        def write_json(tmp):
-            with open(tmp, "w") as f:
-                json.dump(side, f, indent=1)
-                f.write("\n")
-
-        _atomic_write(path.with_suffix(".json"), write_json)
+        write_text(path.with_suffix(".json"), json.dumps(side, indent=1) + "\n")
     return path
 
 
