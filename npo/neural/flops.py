@@ -24,9 +24,6 @@ True
 
 from __future__ import annotations
 
-import statistics
-import time
-
 import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
@@ -80,20 +77,12 @@ def count_flops(model, n: int, *, inputs=None, batch: int = 1) -> dict:
 
 
 def _median_time(fn, repeats: int, min_time: float = 0.05) -> float:
-    fn()  # warm-up
+    """Median seconds per call (batches of >= ``min_time``) after two warm-up calls."""
+    from npo.measure import _median_per_call
+
+    fn()  # warm-up: lazy initialisation, allocator, cuDNN's algorithm choice
     fn()
-    # calibrate the number of calls per sample so each sample lasts >= min_time
-    t0 = time.perf_counter()
-    fn()
-    one = max(time.perf_counter() - t0, 1e-7)
-    inner = max(1, int(min_time / one))
-    samples = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(inner):
-            fn()
-        samples.append((time.perf_counter() - t0) / inner)
-    return statistics.median(samples)
+    return _median_per_call(fn, repeats, min_time)
 
 
 def mm_throughput(size: int = 1024, repeats: int = 5, device: str = "cpu") -> float:
