@@ -242,14 +242,19 @@ def _case_key(cid: str):
     return (int(n[1:]), rest)
 
 
+def _tol_text(tol) -> str:
+    absolute, rel = tol
+    return f"{absolute}, {rel:.0%}"
+
+
 def summary_markdown(result: dict, base: dict, now: dict, *, alpha: float) -> str:
     from tabulate import tabulate
 
     tol = (
         "exact (same platform as the baseline)"
         if result["same_platform"]
-        else "different platform from the baseline: +max(2, 2%) iterations, +max(3, 10%) for "
-        "the NPO"
+        else f"different platform from the baseline: +max({_tol_text(CROSS_PLATFORM_TOL)}) "
+        f"iterations, +max({_tol_text(CROSS_PLATFORM_TOL_FLOAT32)}) for the NPO"
     )
     threshold = result["threshold"]
     ratios = [
