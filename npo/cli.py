@@ -28,10 +28,12 @@ def _honesty_stem(suite: str) -> str:
 
 def _check_device(device: str) -> None:
     if device == "cuda":
-        import torch
+        from npo.env import torch_device
 
-        if not torch.cuda.is_available():
-            raise CLIError("--device cuda requested but torch sees no CUDA device")
+        try:
+            torch_device(device)
+        except ValueError as e:
+            raise CLIError(f"--device: {e}") from None
 
 
 def cmd_run(args) -> int:

@@ -46,6 +46,15 @@ def apply_torch_threads() -> None:
         _set_torch_threads(_current["threads"])
 
 
+def torch_device(device: str):
+    """``torch.device(device)``; ValueError if it names CUDA and torch sees none."""
+    import torch
+
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available to this torch")
+    return torch.device(device)
+
+
 _process_limiter = []
 
 

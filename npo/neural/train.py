@@ -57,7 +57,7 @@ from pathlib import Path
 
 import numpy as np
 
-from npo.env import apply_torch_threads, git_commit, pinned_threads
+from npo.env import apply_torch_threads, git_commit, pinned_threads, torch_device
 from npo.neural.data import GridData, MatrixSpec, build_grid_data
 from npo.problems import FIELDS
 
@@ -307,13 +307,6 @@ def _losses(model, batch, bf16: bool = False):
     return total, cond_sum, n_cond, res_sum, n_res, data.sum()
 
 
-def _check_device(device: str) -> None:
-    import torch
-
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available in this torch build")
-
-
 def train(cfg: TrainConfig) -> TrainResult:
     """Build the data, train the model, and (if ``cfg.out``) write the checkpoint.
 
@@ -325,13 +318,12 @@ def train(cfg: TrainConfig) -> TrainResult:
 
     from npo.neural.model import NAMG
 
-    _check_device(cfg.device)
+    dev = torch_device(cfg.device)
     with pinned_threads(cfg.threads):
         apply_torch_threads()
         t_start = time.perf_counter()
         torch.manual_seed(cfg.seed)
         rng = np.random.default_rng(cfg.seed)
-        dev = torch.device(cfg.device)
 
         plan = matrix_plan(cfg)
         grids: list[GridData] = [build_grid_data(specs, seeds, cfg.record_iters)

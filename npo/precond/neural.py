@@ -82,16 +82,14 @@ class NPO(Preconditioner):
     def _setup(self, A) -> None:
         import torch
 
-        from npo.env import apply_torch_threads
+        from npo.env import apply_torch_threads, torch_device
         from npo.neural.checkpoint import from_checkpoint
         from npo.neural.data import grid_size, jacobi_weights, log_coefficient
 
         apply_torch_threads()
-        if self.device.startswith("cuda") and not torch.cuda.is_available():
-            raise ValueError(f"npo: device {self.device!r} requested but CUDA is not available")
+        dev = torch_device(self.device)
         n = grid_size(A)
         model, meta = from_checkpoint(self.checkpoint, map_location="cpu")
-        dev = torch.device(self.device)
         self.model = model.to(dev).eval().requires_grad_(False)
         self.metadata = meta
         self.n = n
