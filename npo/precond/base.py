@@ -1,23 +1,59 @@
-"""The preconditioner protocol and its registry.
+"""The preconditioner contract and the adapter registry.
 
-A preconditioner follows PETSc's PCSetUp/PCApply split: the constructor stores
-options only, ``setup(A)`` does all one-time work and returns self, and
-``apply(r)`` maps a residual to a correction ``z ~ A^{-1} r`` with no setup
-work. The flags ``linear`` and ``symmetric`` say which Krylov method is safe:
-``pcg`` needs a fixed SPD operator, ``fcg`` tolerates a nonlinear one.
+**The contract** (PETSc's PCSetUp/PCApply split), which every adapter, built
+in or third-party, follows; :class:`PreconditionerProtocol` states it as a
+:class:`typing.Protocol`, and :class:`Preconditioner` is the base class that
+implements the shared parts:
+
+* the constructor stores options only, and rejects unknown ones;
+* ``setup(A)`` does all one-time work and returns self;
+* ``apply(r)`` maps a residual of length N to a correction ``z ~ A^{-1} r``
+  with no setup work; a wrong length is a ValueError naming the method;
+* ``linear`` and ``symmetric`` say which Krylov method is safe: ``pcg``
+  needs a fixed SPD operator, ``fcg`` tolerates a nonlinear one;
+* ``nbytes`` is the memory the preconditioner holds (excluding A), ``info``
+  a dict of facts about what it built (levels, complexity, fill, rank...),
+  and ``device`` where ``apply`` runs;
+* optionally ``train_s`` (seconds of training behind it; NaN when none) and
+  ``training`` (metadata of that training).
+
+The registry maps adapter names to classes (``get(name, **options)``); how a
+method is *benchmarked* lives in its descriptor (:mod:`npo.methods`).
 """
 
 from __future__ import annotations
 
-import inspect
+import math
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.linalg import LinearOperator
 
-__all__ = ["Preconditioner", "available", "get", "register"]
+from npo.methods import check_options
+
+__all__ = ["Preconditioner", "PreconditionerProtocol", "available", "get", "register"]
 
 _REGISTRY: dict[str, type[Preconditioner]] = {}
+
+
+@runtime_checkable
+class PreconditionerProtocol(Protocol):
+    """What the harness needs of a preconditioner (see the module docstring)."""
+
+    linear: bool
+    symmetric: bool
+    device: str
+
+    def setup(self, A) -> PreconditionerProtocol: ...
+
+    def apply(self, r): ...
+
+    @property
+    def nbytes(self) -> int: ...
+
+    @property
+    def info(self) -> dict: ...
 
 
 def register(name: str):
@@ -48,23 +84,22 @@ def get(name: str, **options) -> Preconditioner:
     Traceback (most recent call last):
     ...
     ValueError: unknown preconditioner 'nope'; expected one of [...]
+    >>> get("jacobi", omega=2)
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown option(s) ['omega'] for preconditioner 'jacobi'; valid: []
     """
     _load_builtin()
     if name not in _REGISTRY:
         raise ValueError(f"unknown preconditioner {name!r}; expected one of {available()}")
     cls = _REGISTRY[name]
-    params = inspect.signature(cls.__init__).parameters
-    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        bad = sorted(set(options) - set(params) - {"self"})
-        if bad:
-            valid = sorted(set(params) - {"self"})
-            raise ValueError(f"unknown option(s) {bad} for preconditioner {name!r}; valid: {valid}")
+    check_options(cls, options, f"preconditioner {name!r}")
     return cls(**options)
 
 
 def _load_builtin() -> None:
-    # import for the side effect of registration; the neural module imports
-    # torch lazily, inside setup(), so this stays cheap.
+    # import for the side effect of registration (the registry's own import
+    # cycle); the neural module imports torch lazily, inside setup()
     from npo.precond import amg, basic, ilu, neural, nystrom  # noqa: F401
 
 
@@ -82,11 +117,12 @@ def _array_nbytes(*objs) -> int:
 
 
 class Preconditioner:
-    """Base class: subclasses implement ``_setup(A)`` and ``apply(r)``."""
+    """Base class: subclasses implement ``_setup(A)`` and ``_apply(r)``."""
 
     name = "base"
     linear = True
     symmetric = True
+    device = "cpu"
 
     def __init__(self):
         self.A = None
@@ -99,6 +135,8 @@ class Preconditioner:
             raise ValueError(f"{self.name}: A must be a scipy sparse matrix, got {type(A).__name__}")
         if A.ndim != 2 or A.shape[0] != A.shape[1]:
             raise ValueError(f"{self.name}: A must be square, got shape {A.shape}")
+        if np.iscomplexobj(A.data):
+            raise ValueError(f"{self.name}: A is complex; only real SPD matrices are supported")
         A = sp.csr_matrix(A, dtype=float)
         if not np.all(np.isfinite(A.data)):
             raise ValueError(f"{self.name}: A contains NaN or Inf")
@@ -111,7 +149,15 @@ class Preconditioner:
         raise NotImplementedError
 
     def apply(self, r: np.ndarray) -> np.ndarray:
-        """Return ``z = M(r)``."""
+        """Return ``z = M(r)`` for a residual of length N (checked; O(1))."""
+        if self.shape is None:
+            raise RuntimeError(f"{self.name}: call setup(A) before apply()")
+        if getattr(r, "shape", None) != (self.shape[0],):
+            raise ValueError(f"{self.name}: residual has shape {getattr(r, 'shape', None)}, "
+                             f"expected ({self.shape[0]},)")
+        return self._apply(r)
+
+    def _apply(self, r: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
     def __call__(self, r):
@@ -133,6 +179,16 @@ class Preconditioner:
     @property
     def info(self) -> dict:
         """Method-specific facts: levels, complexity, fill ratio, rank, ..."""
+        return {}
+
+    @property
+    def train_s(self) -> float:
+        """Seconds of training behind this preconditioner (NaN: none)."""
+        return math.nan
+
+    @property
+    def training(self) -> dict:
+        """Metadata of that training (empty when there is none)."""
         return {}
 
     def as_linear_operator(self) -> LinearOperator:

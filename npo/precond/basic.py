@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from npo.methods import MethodSpec
 from npo.precond.base import Preconditioner, register
 
 
@@ -19,8 +20,7 @@ class Identity(Preconditioner):
     def _setup(self, A) -> None:
         pass
 
-    def apply(self, r):
-        self._require_setup()
+    def _apply(self, r):
         return r
 
 
@@ -39,10 +39,15 @@ class Jacobi(Preconditioner):
             raise ValueError(f"jacobi: A is not SPD: diagonal entry {k} is {d[k]!r} (must be > 0)")
         self.dinv = 1.0 / d
 
-    def apply(self, r):
-        self._require_setup()
+    def _apply(self, r):
         return r * self.dinv
 
     @property
     def nbytes(self) -> int:
         return 0 if self.dinv is None else int(self.dinv.nbytes)
+
+
+METHODS = [
+    MethodSpec("cg", Identity, krylov="pcg", description="plain CG"),
+    MethodSpec("jacobi", Jacobi, krylov="pcg", description="diagonal scaling"),
+]

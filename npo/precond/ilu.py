@@ -26,6 +26,7 @@ import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as sla
 
+from npo.methods import MethodSpec
 from npo.precond.base import Preconditioner, _array_nbytes, register
 
 #: spilu options that keep the factorisation symmetric enough for plain PCG.
@@ -84,8 +85,7 @@ class ILU(Preconditioner):
         except RuntimeError as exc:  # SuperLU: "Factor is exactly singular"
             raise ValueError(f"ilu: factorisation failed: {exc}") from None
 
-    def apply(self, r):
-        self._require_setup()
+    def _apply(self, r):
         return self.lu.solve(r)
 
     @property
@@ -153,8 +153,7 @@ class ILU0(Preconditioner):
         self.lower = sla.splu(sp.csc_matrix(sp.tril(A, -1) + D), **_NATURAL)
         self.upper = sla.splu(sp.csc_matrix(sp.triu(A, 1) + D), **_NATURAL)
 
-    def apply(self, r):
-        self._require_setup()
+    def _apply(self, r):
         return self.upper.solve(self.d * self.lower.solve(r))
 
     @property
@@ -168,3 +167,25 @@ class ILU0(Preconditioner):
         if self.d is None:
             return {}
         return {"fill_ratio": 1.0}
+
+
+def _ilu_skip(case) -> str | None:
+    if case.n > 128 and case.problem == "diffusion_2d":
+        return "spilu defaults are nonsymmetric and stall in PCG from n = 64; not repeated above 128"
+    return None
+
+
+def _five_point(case) -> str | None:
+    if case.info.get("stencil") != "5pt":
+        return (f"ilu0 is the D-ILU form for 5-point stencils on an n x n grid; "
+                f"{case.problem} is not one")
+    return None
+
+
+METHODS = [
+    MethodSpec("ilu", ILU, krylov="pcg", skip=_ilu_skip,
+               description="SuperLU spilu, default options (nonsymmetric)"),
+    MethodSpec("ilu_sym", ILU, dict(ILU_SYMMETRIC), krylov="pcg",
+               description="spilu, symmetric setting"),
+    MethodSpec("ilu0", ILU0, krylov="pcg", skip=_five_point, description="zero-fill ILU = IC(0)"),
+]

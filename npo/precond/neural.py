@@ -37,9 +37,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from npo.methods import MethodSpec
 from npo.precond.base import Preconditioner, register
 
-__all__ = ["NPO"]
+__all__ = ["METHODS", "NPO", "NPO_MAXITER", "NPO_MAX_N", "NPO_MODELS", "apply_cost"]
 
 
 @register("npo")
@@ -102,32 +103,30 @@ class NPO(Preconditioner):
         self._inputs = model.features(torch.zeros(1, n, n, device=dev), coef)
         self._flops = None
 
-    def apply(self, r: np.ndarray) -> np.ndarray:
+    def _apply(self, r: np.ndarray) -> np.ndarray:
         """``z = W ||W r|| net(W r / ||W r||)`` as float64; zero for ``r = 0``."""
-        self._require_setup()
         import torch
 
-        r = np.asarray(r)
-        N = self.shape[0]
-        if r.shape != (N,):
-            raise ValueError(f"npo: residual has shape {r.shape}, expected ({N},)")
-        if not np.all(np.isfinite(r)):
-            raise ValueError("npo: residual contains NaN or Inf")
-        u = r * self._w
+        u = np.asarray(r) * self._w
         norm = float(np.linalg.norm(u))
         if norm == 0.0:
-            return np.zeros(N)
+            return np.zeros(self.shape[0])
         # normalise in float64, then cast: the network only ever sees unit vectors
         u = torch.from_numpy((u / norm).astype(np.float32).reshape(1, self.n, self.n))
         with torch.inference_mode():
             z = self.model(u.to(self._inputs.device), inputs=self._inputs)
-        return z.cpu().numpy().reshape(N).astype(np.float64) * (norm * self._w)
+        return z.cpu().numpy().reshape(-1).astype(np.float64) * (norm * self._w)
 
     # -- facts ------------------------------------------------------------------
     @property
     def train_s(self) -> float:
         """Wall-clock training seconds recorded in the checkpoint (NaN if absent)."""
         return float(self.metadata.get("train_s", float("nan")))
+
+    @property
+    def training(self) -> dict:
+        """The checkpoint's training metadata (command, data, losses; no history)."""
+        return {k: v for k, v in self.metadata.items() if k != "history"}
 
     @property
     def flops_per_apply(self) -> int:
@@ -160,3 +159,100 @@ class NPO(Preconditioner):
             "trained_fields": list(self.metadata.get("fields", [])),
             "device": self.device,
         }
+
+
+def apply_cost(checkpoint: str = "poisson", n: int = 128, *, threads: int = 1,
+               repeats: int = 7, device: str = "cpu") -> dict:
+    """Median apply time, FLOPs and the fraction of float32 GEMM throughput at size n.
+
+    Builds ``NPO(checkpoint).setup(poisson_2d(n))`` (the model's field does
+    not change the cost), times ``apply`` on a GRF residual with ``threads``
+    pinned, counts FLOPs (:func:`npo.neural.flops.count_flops`), and measures
+    float32 ``torch.mm`` in the same process (:func:`npo.neural.flops.mm_throughput`).
+
+    Returns
+    -------
+    dict
+        n, threads, device, flops, flops_by_op, apply_s, flops_per_s,
+        mm_flops_per_s, mm_fraction, time_over_gemm_ideal, params.
+    """
+    from npo.env import pinned_threads
+    from npo.neural.flops import count_flops, median_time, mm_throughput
+    from npo.problems import grf_rhs, poisson_2d
+
+    with pinned_threads(threads):
+        M = NPO(checkpoint, device=device).setup(poisson_2d(n))
+        r = grf_rhs(n, seed=7)
+        counted = count_flops(M.model, n, inputs=M._inputs)
+        apply_s = median_time(lambda: M.apply(r), repeats)
+        mm = mm_throughput(device=device)
+    flops = counted["total"]
+    return {
+        "n": n,
+        "threads": threads,
+        "device": device,
+        "params": M.model.num_parameters(),
+        "flops": flops,
+        "flops_by_op": counted["by_op"],
+        "apply_s": apply_s,
+        "flops_per_s": flops / apply_s,
+        "mm_flops_per_s": mm,
+        "mm_fraction": flops / apply_s / mm,
+        # lower is better: how many times slower than the GEMM rate would allow
+        "time_over_gemm_ideal": apply_s * mm / flops,
+    }
+
+
+# --- how the NPO is benchmarked (its descriptors) ------------------------------------------
+
+#: Which shipped model serves which coefficient family of ``diffusion_2d``.
+NPO_MODELS = {"constant": "poisson", "jump": "varcoef", "lognormal": "varcoef"}
+#: Cap for NPO solves: one apply is a transformer forward pass (1.6 ms at
+#: n = 32, 20 ms at 128, 93 ms at 256), so 20,000 iterations would cost
+#: minutes to hours. 2000 is also the cap of the plain-PCG negative control,
+#: which stalls by design.
+NPO_MAXITER = 2000
+#: Largest grid an NPO runs on: the shipped models are trained at n <= 128,
+#: and an apply at n = 512 costs ~0.4 s, so a 2000-iteration cap is ~15 min.
+NPO_MAX_N = 256
+#: The float32 network rounds differently with each CPU's vector kernels, so
+#: against another platform's baseline the gate allows max(3, 10%) iterations.
+NPO_ITERATION_TOLERANCE = (3, 0.10)
+
+
+def _checkpoint_for(case, problem=None) -> dict:
+    return {"checkpoint": NPO_MODELS.get(case.field.family), "device": case.device}
+
+
+def _npo_skip(case) -> str | None:
+    name = NPO_MODELS.get(case.field.family)
+    if name is None:
+        return f"no NPO model is trained for the {case.field.family} family"
+    from npo.neural import shipped_models  # torch-free
+
+    if name not in shipped_models():
+        return f"NPO model {name!r} is not shipped in npo/neural/weights"
+    return None
+
+
+def _negative_control_skip(case) -> str | None:
+    if case.n > 64:
+        return "negative control (NPO in plain PCG) runs at small n only"
+    return _npo_skip(case)
+
+
+_NPO = dict(
+    maxiter=NPO_MAXITER, max_n=NPO_MAX_N, problems=("diffusion_2d",), requires=("torch",),
+    limit_reason="models are trained at n <= 128 and one apply costs ~0.4 s at n = 512, so a "
+                 "capped FCG solve would take ~15 min",
+    install_hint="torch is not installed: install npo-bench[neural]",
+    devices=("cpu", "cuda"), iteration_tolerance=NPO_ITERATION_TOLERANCE,
+    options_for=_checkpoint_for,
+)
+
+METHODS = [
+    MethodSpec("npo", NPO, krylov="fcg", skip=_npo_skip,
+               description="Neural Preconditioning Operator in flexible CG", **_NPO),
+    MethodSpec("npo_pcg", NPO, krylov="pcg", skip=_negative_control_skip,
+               description="NPO in plain PCG: negative control", **_NPO),
+]

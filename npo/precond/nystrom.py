@@ -22,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.linalg as sl
 
+from npo.methods import MethodSpec
 from npo.precond.base import Preconditioner, _array_nbytes, register
 
 
@@ -79,8 +80,7 @@ class Nystrom(Preconditioner):
         # z = r + U ((lam_l + mu)/(lam + mu) - 1) U^T r
         self.scale = (lam[-1] + self.mu) / (lam + self.mu) - 1.0
 
-    def apply(self, r):
-        self._require_setup()
+    def _apply(self, r):
         return r + self.U @ (self.scale * (self.U.T @ r))
 
     @property
@@ -92,3 +92,22 @@ class Nystrom(Preconditioner):
         if self.lam is None:
             return {}
         return {"rank": self.rank, "lam_max": float(self.lam[0]), "lam_l": float(self.lam[-1])}
+
+
+#: Memory budget for the dense N x rank basis.
+DENSE_BUDGET_BYTES = 64 * 2**20
+
+
+def _over_budget(case) -> str | None:
+    rank = case.method.options.get("rank", 64)
+    need = 8 * case.info["N"] * rank
+    if need > DENSE_BUDGET_BYTES:
+        return (f"Nystrom rank {rank} basis needs {need / 2**20:.0f} MiB at N = {case.info['N']}, "
+                f"over the {DENSE_BUDGET_BYTES / 2**20:.0f} MiB dense budget")
+    return None
+
+
+METHODS = [
+    MethodSpec("nystrom", Nystrom, {"rank": 64, "seed": 0}, krylov="pcg", skip=_over_budget,
+               description="randomized Nystrom, rank 64"),
+]
