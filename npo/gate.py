@@ -1,41 +1,48 @@
 """CI performance gates on the ``quick`` suite, against a committed baseline.
 
-**Iteration gate.** Iteration counts are deterministic at fixed seeds and a
-pinned thread count, so on the platform that wrote the baseline the gate is
-exact: any increase fails, and so does any lost convergence. On another
-platform (a different CPU kernel in OpenBLAS or torch, or other library
-versions) a long ill-conditioned solve can move by a few iterations from
-rounding alone; there the gate allows ``max(2, 2% of the baseline)`` extra
-iterations, and ``max(3, 10%)`` for the NPO, whose float32 network rounds
-differently with each CPU's vector kernels; the summary says which. Fewer
-iterations are reported as improvements with a hint to re-baseline.
+Every rule below reads its constants from this module; the summary prints
+them from the same constants.
 
-**Time gate.** Wall-clock seconds do not compare across machines or even
-across minutes on a shared one, so the gate compares *ratios measured in the
-same process*: per-apply time and per-iteration time, each divided by the time
-of one SpMV of the same matrix measured right next to it. Each is sampled
+**Iterations.** Iteration counts are deterministic at fixed seeds and a
+pinned thread count, so on the platform that wrote the baseline (same CPU,
+vector extensions, BLAS kernels and library versions: the fingerprint of
+:func:`npo.env.platform_fingerprint`, which does not depend on which cases
+run) the gate is exact: any increase fails, and so does any lost
+convergence. Against another platform's baseline a long ill-conditioned solve
+can move by a few iterations from rounding alone; there each method's
+descriptor states the allowance (``iteration_tolerance``: ``max(2, 2%)`` by
+default, ``max(3, 10%)`` for the float32 NPO).
+
+**Accuracy.** Fewer iterations must not hide a worse answer. A converged case
+fails when its true relative residual ``||b - Ax||/||b||`` exceeds
+``max(ACCURACY_RTOL_FACTOR * rtol, TRUE_RELRES_GROWTH * baseline's)``, or when
+its error against the direct solution grew by more than ``RELERR_GROWTH``.
+An iteration drop counts as an improvement only when accuracy holds.
+
+**Memory.** Each preconditioner's own ``nbytes``: exact on the baseline's
+platform, ``+NBYTES_CROSS_PLATFORM`` relative elsewhere.
+
+**Time.** Wall-clock seconds do not compare across machines or even across
+minutes on a shared one, so the gate compares *ratios measured in the same
+process*: per-apply time, per-iteration time and setup time (on fresh
+objects), each divided by the time of one SpMV of the same matrix measured
+right next to it (:func:`npo.measure.cost_samples`). Each is sampled
 ``repeats`` times; a case fails only if the median ratio grew by more than
-``threshold`` (default 1.5x) *and* a one-sided Mann-Whitney U test says the
-new samples are larger than the baseline's at level ``alpha`` (default 0.01).
-Apply costs below 0.5 SpMV (identity, Jacobi) are Python call overhead and not
-gated; per-iteration costs are gated for converged solves that take under a
-second. Against a baseline from another platform the cost ratios also carry
-the difference between the two CPUs (cache sizes, vector units), so there the
-threshold is squared (2.25x by default).
+``threshold`` *and* a one-sided Mann-Whitney U test says the new samples are
+larger at level ``alpha`` (:func:`npo.stats.significant_change`). Costs below
+a floor (apply under 0.5 SpMV: Python call overhead) are not gated;
+per-iteration costs are gated for converged solves under a second. Against
+another platform's baseline the cost ratios also carry the difference between
+the two CPUs, so there the threshold is squared.
 
-For an A/B of two commits on the same machine use asv, whose exit code (unlike
-``asv compare``) reflects regressions::
-
-    asv continuous --factor 1.5 --bench SolveTime <base> HEAD
-
-Exit codes: 0 pass, 1 regression, 2 error.
+Exit codes: 0 pass, 1 regression, 2 error (bad option or baseline, found
+before anything is measured).
 """
 
 from __future__ import annotations
 
 import json
 import math
-import platform
 import statistics
 import sys
 import time
@@ -43,103 +50,45 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from npo import cases, env, measure
+from npo.schema import METRICS, PROTOCOL_VERSION, parse_case_id
+from npo.stats import ALPHA, MIN_SAMPLES, mwu_greater, significant_change
 
-__all__ = ["add_arguments", "compare", "collect", "run_gate"]
+__all__ = ["add_arguments", "check_args", "collect", "compare", "load_baseline", "run_gate"]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 DEFAULT_BASELINE = "benchmarks/gate_baseline.json"
 SUITE = "quick"
-#: extra iterations allowed against another platform's baseline: (absolute, relative)
-CROSS_PLATFORM_TOL = (2, 0.02)
-CROSS_PLATFORM_TOL_FLOAT32 = (3, 0.10)  # the NPO's float32 network
 THRESHOLD = 1.5
-ALPHA = 0.01
 REPEATS = 7
-MIN_GATED_APPLY = 0.5  # x SpMV
+#: per-metric floors (x SpMV) below which a cost is call overhead, not gated
+MIN_GATED = {"apply_per_spmv": 0.5, "setup_per_spmv": 0.0, "iter_per_spmv": 0.0}
+TIME_METRICS = ("apply_per_spmv", "iter_per_spmv", "setup_per_spmv")
 MAX_TIMED_SOLVE_S = 1.0
+ACCURACY_RTOL_FACTOR = 10.0
+TRUE_RELRES_GROWTH = 2.0
+RELERR_GROWTH = 10.0
+RELERR_FLOOR = 1e-15
+NBYTES_CROSS_PLATFORM = 0.10
 
 
-def platform_fingerprint(uses_torch: bool) -> dict:
-    """What decides the last bits of the arithmetic: CPU kernels and library versions."""
-    from threadpoolctl import threadpool_info
-
-    fp = {
-        "machine": platform.machine(),
-        "python": platform.python_version(),
-        "blas": sorted(
-            f"{i.get('internal_api')} {i.get('version')} {i.get('architecture')}"
-            for i in threadpool_info()
-        ),
-    }
-    versions = env.environment()["versions"]
-    fp.update({k: v for k, v in versions.items() if k in ("numpy", "scipy", "pyamg")})
-    if uses_torch:
-        import torch
-
-        fp["torch"] = torch.__version__
-        fp["torch_cpu"] = torch.backends.cpu.get_cpu_capability()
-    return fp
-
-
-def _ratio_samples(fn, spmv, repeats: int, min_time: float = 0.005) -> list[float]:
-    """``repeats`` samples of time(fn)/time(spmv), each pair measured back to back."""
-    out = []
-    for _ in range(repeats):
-        s = measure._median_per_call(spmv, 3, min_time)
-        t = measure._median_per_call(fn, 3, min_time)
-        out.append(t / s)
-    return out
-
-
-def measure_case(case, *, repeats: int, timing: bool) -> dict:
-    """Iterations, convergence and (optionally) x SpMV cost samples of one case."""
-    p = measure.problem(case)
-    A, b = p.A, p.b
-    M = measure.make_preconditioner(case).setup(A)
-    t0 = time.perf_counter()
-    res = measure.solve(case, A, b, M)
-    solve_s = time.perf_counter() - t0
-    row = {"iterations": int(res.iterations), "converged": bool(res.converged)}
-    if not timing:
-        return row
-    v = measure.unit_vector(p.N)
-
-    def spmv():
-        return A @ v
-
-    apply_samples = _ratio_samples(lambda: M.apply(v), spmv, repeats)
-    row["apply_per_spmv"] = apply_samples
-    if res.converged and solve_s < MAX_TIMED_SOLVE_S and res.iterations > 0:
-        its = res.iterations
-
-        def solve():
-            return measure.solve(case, A, b, M)
-
-        iter_samples = []
-        for _ in range(repeats):
-            s = measure._median_per_call(spmv, 3, 0.005)
-            # a batch of solves lasting >= 10 ms (one solve when it is longer),
-            # timed like the SpMV (timeit, GC off): a single sub-ms solve was
-            # the noisiest number in the gate (x1.43 seen on a clean run)
-            t = measure._median_per_call(solve, 1, 0.01)
-            iter_samples.append(t / its / s)
-        row["iter_per_spmv"] = iter_samples
-    return row
+# --- measuring ------------------------------------------------------------------------
 
 
 def collect(selected, *, repeats: int = REPEATS, timing: bool = True, progress=None) -> dict:
     """Measure ``selected`` cases under pinned threads; returns a baseline-shaped dict."""
-    uses_torch = any(c.method.precond == "npo" for c in selected)
     results = {}
     with env.pinned_threads(env.DEFAULT_THREADS):
         for c in selected:
             if progress is not None:
                 progress(c)
-            results[c.id] = measure_case(c, repeats=repeats, timing=timing)
-        fp = platform_fingerprint(uses_torch)
+            results[c.id] = measure.cost_samples(
+                c, repeats=repeats, setup=timing, iteration=timing,
+                max_timed_solve_s=MAX_TIMED_SOLVE_S)
+        fp = env.platform_fingerprint()
         info = env.environment()
     return {
         "format": FORMAT_VERSION,
+        "protocol_version": PROTOCOL_VERSION,
         "suite": SUITE,
         "threads": env.DEFAULT_THREADS,
         "repeats": repeats,
@@ -151,39 +100,120 @@ def collect(selected, *, repeats: int = REPEATS, timing: bool = True, progress=N
     }
 
 
+# --- the baseline file ------------------------------------------------------------------------
+
+_CASE_FIELDS = {
+    "iterations": (int,), "converged": (bool,), "true_relres": (float, int),
+    "relerr": (float, int), "nbytes": (int,),
+}
+
+
 def load_baseline(path) -> dict:
+    """Read and validate a gate baseline; ValueError names the file and the field."""
     path = Path(path)
+    where = f"baseline {str(path)!r}"
     if not path.is_file():
-        raise ValueError(f"baseline {str(path)!r} not found; create it with --update-baseline")
+        raise ValueError(f"{where} not found; create it with --update-baseline")
     try:
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"corrupt baseline {str(path)!r}: {exc}") from None
-    if not isinstance(data, dict) or data.get("format") != FORMAT_VERSION or "cases" not in data:
-        raise ValueError(f"baseline {str(path)!r} is not a format-{FORMAT_VERSION} gate baseline")
+        raise ValueError(f"corrupt {where}: {exc}") from None
+    except OSError as exc:
+        raise ValueError(f"{where} cannot be read: {exc.strerror or exc}") from None
+    if not isinstance(data, dict) or data.get("format") not in (1, FORMAT_VERSION):
+        raise ValueError(f"{where} is not a gate baseline (format 1 or {FORMAT_VERSION})")
+    for key, typ in (("cases", dict), ("platform", dict), ("commit", str), ("machine", str)):
+        if not isinstance(data.get(key), typ):
+            raise ValueError(f"{where}: field {key!r} missing or not a {typ.__name__}")
+    if not data["cases"]:
+        raise ValueError(f"{where}: no cases")
+    for cid, row in data["cases"].items():
+        try:
+            parse_case_id(cid)
+        except ValueError as exc:
+            raise ValueError(f"{where}: {exc}") from None
+        if not isinstance(row, dict):
+            raise ValueError(f"{where}: case {cid!r} is not an object")
+        for key, types in _CASE_FIELDS.items():
+            if key in ("iterations", "converged") and key not in row:
+                raise ValueError(f"{where}: case {cid!r} lacks {key!r}")
+            if key in row and (not isinstance(row[key], types)
+                               or (types == (int,) and isinstance(row[key], bool))):
+                raise ValueError(f"{where}: case {cid!r}: {key!r} is {row[key]!r}, not "
+                                 f"{'/'.join(t.__name__ for t in types)}")
+        if row["iterations"] < 0:
+            raise ValueError(f"{where}: case {cid!r}: negative iterations")
+        for key in TIME_METRICS:
+            if key in row:
+                v = row[key]
+                if not (isinstance(v, list) and len(v) >= MIN_SAMPLES and all(
+                        isinstance(x, float | int) and math.isfinite(x) and x > 0 for x in v)):
+                    raise ValueError(f"{where}: case {cid!r}: {key!r} must be a list of at least "
+                                     f"{MIN_SAMPLES} positive numbers")
     return data
 
 
-def _mwu_greater(new, old) -> float:
-    from scipy.stats import mannwhitneyu
-
-    return float(mannwhitneyu(new, old, alternative="greater").pvalue)
+# --- comparing ----------------------------------------------------------------------------
 
 
-def _cross_platform_tol(cid: str, iterations: int) -> int:
-    method = cases.get_case(cid).method
-    absolute, rel = CROSS_PLATFORM_TOL_FLOAT32 if method.precond == "npo" else CROSS_PLATFORM_TOL
+def _iteration_tolerance(cid: str, iterations: int) -> int:
+    spec = _method_of(cid)
+    absolute, rel = spec.iteration_tolerance if spec is not None else (2, 0.02)
     return max(absolute, math.ceil(rel * iterations))
 
 
-def compare(base: dict, now: dict, *, threshold: float = THRESHOLD, alpha: float = ALPHA) -> dict:
-    """Compare two collections; returns rows and the overall verdict."""
+def _method_of(cid: str):
+    from npo.methods import get_method
+
+    try:
+        return get_method(parse_case_id(cid).method)
+    except ValueError:
+        return None
+
+
+def _rtol_of(cid: str) -> float:
+    return cases.RTOL
+
+
+def _accuracy(cid, b, n) -> str:
+    """'' when accuracy holds, else a failure text naming both residuals."""
+    if not (b.get("converged") and n.get("converged")):
+        return ""
+    rtol = _rtol_of(cid)
+    if "true_relres" in n:
+        limit = ACCURACY_RTOL_FACTOR * rtol
+        if "true_relres" in b:
+            limit = max(limit, TRUE_RELRES_GROWTH * b["true_relres"])
+        if n["true_relres"] > limit:
+            base = f"{b['true_relres']:.2e}" if "true_relres" in b else "n/a"
+            return (f"true relres {n['true_relres']:.2e} > {limit:.2e} (baseline {base}, "
+                    f"rtol {rtol:g})")
+    if "relerr" in n and "relerr" in b and all(math.isfinite(v) for v in (n["relerr"],
+                                                                         b["relerr"])):
+        limit = RELERR_GROWTH * max(b["relerr"], RELERR_FLOOR)
+        if n["relerr"] > limit:
+            return f"error vs direct solve {b['relerr']:.2e} -> {n['relerr']:.2e} (> x{RELERR_GROWTH:g})"
+    return ""
+
+
+def compare(base: dict, now: dict, *, threshold: float = THRESHOLD, alpha: float = ALPHA,
+            not_gated: dict | None = None) -> dict:
+    """Compare two collections; returns rows, failures, improvements and the verdict.
+
+    ``not_gated`` maps baseline case ids that cannot run here (a method whose
+    requirement is not installed) to the reason; they are listed, not failed.
+    """
     same_platform = base.get("platform") == now.get("platform")
     if not same_platform:
         threshold = threshold**2
+    not_gated = dict(not_gated or {})
     rows, failures, improvements = [], [], []
     for cid in sorted(set(base["cases"]) | set(now["cases"]), key=_case_key):
         b, n = base["cases"].get(cid), now["cases"].get(cid)
+        if cid in not_gated:
+            rows.append((cid, "cases", "in baseline", "not run here", "", f"not gated: "
+                         f"{not_gated[cid]}"))
+            continue
         if n is None:
             rows.append((cid, "cases", "in baseline", "did not run", "", "FAIL"))
             failures.append(f"{cid}: in the baseline but no longer runs")
@@ -191,45 +221,72 @@ def compare(base: dict, now: dict, *, threshold: float = THRESHOLD, alpha: float
         if b is None:
             rows.append((cid, "iterations", "-", str(n["iterations"]), "", "new (not gated)"))
             continue
-        tol = 0 if same_platform else _cross_platform_tol(cid, b["iterations"])
-        conv_lost = b["converged"] and not n["converged"]
+        tol = 0 if same_platform else _iteration_tolerance(cid, b["iterations"])
+        acc = _accuracy(cid, b, n)
         diff = n["iterations"] - b["iterations"]
-        if conv_lost:
+        if b["converged"] and not n["converged"]:
             verdict = "FAIL: lost convergence"
-            failures.append(f"{cid}: lost convergence ({n['iterations']} iterations, not converged)")
+            failures.append(f"{cid}: lost convergence ({n['iterations']} iterations, "
+                            "not converged)")
         elif diff > tol:
             verdict = f"FAIL: +{diff} iterations"
-            failures.append(f"{cid}: iterations {b['iterations']} -> {n['iterations']} (+{diff}, tolerance {tol})")
-        elif diff < -tol or (n["converged"] and not b["converged"]):
+            failures.append(f"{cid}: iterations {b['iterations']} -> {n['iterations']} "
+                            f"(+{diff}, tolerance {tol})")
+        elif (diff < -tol or (n["converged"] and not b["converged"])) and not acc:
             verdict = "improved"
             improvements.append(cid)
         else:
             verdict = "pass"
         ratio = n["iterations"] / b["iterations"] if b["iterations"] else math.nan
         rows.append((cid, "iterations", _its(b), _its(n), f"{ratio:.3f}", verdict))
-        for metric in ("apply_per_spmv", "iter_per_spmv"):
+        if "true_relres" in n and n.get("converged") and b.get("converged"):
+            verdict = "pass"
+            if acc:
+                verdict = "FAIL: accuracy"
+                failures.append(f"{cid}: accuracy: {acc}" + (
+                    f"; iterations {b['iterations']} -> {n['iterations']}" if diff < 0 else ""))
+            base_txt = f"{b['true_relres']:.2e}" if "true_relres" in b else "-"
+            rows.append((cid, "true_relres", base_txt, f"{n['true_relres']:.2e}", "", verdict))
+        if "nbytes" in n and "nbytes" in b:
+            nb, bb = n["nbytes"], b["nbytes"]
+            allowed = bb if same_platform else math.floor(bb * (1 + NBYTES_CROSS_PLATFORM))
+            if nb > allowed:
+                verdict = "FAIL: more memory"
+                failures.append(f"{cid}: nbytes {bb:,} -> {nb:,} (allowed {allowed:,})")
+            elif nb < bb:
+                verdict = "less memory"
+            else:
+                verdict = "pass"
+            r = f"{nb / bb:.3f}" if bb else ""
+            rows.append((cid, "nbytes", f"{bb:,}", f"{nb:,}", r, verdict))
+        for metric in TIME_METRICS:
             if metric not in b or metric not in n:
                 continue
             bm, nm = statistics.median(b[metric]), statistics.median(n[metric])
-            if metric == "apply_per_spmv" and bm < MIN_GATED_APPLY:
+            if bm < MIN_GATED[metric]:
                 continue
-            r = nm / bm
-            p = _mwu_greater(n[metric], b[metric])
-            if r > threshold and p < alpha:
+            ch = significant_change(b[metric], n[metric], threshold=threshold, alpha=alpha)
+            worse = METRICS[metric].worse(bm, nm)
+            if ch.flagged and worse:
                 verdict = "FAIL: slower"
-                failures.append(f"{cid}: {metric} {bm:.3g} -> {nm:.3g} (x{r:.2f}, p={p:.2g})")
-            elif r < 1 / threshold and _mwu_greater(b[metric], n[metric]) < alpha:
+                failures.append(f"{cid}: {metric} {bm:.3g} -> {nm:.3g} (x{ch.ratio:.2f}, "
+                                f"p={ch.p:.2g})")
+            elif ch.flagged:
                 verdict = "faster"
             else:
                 verdict = "pass"
-            rows.append((cid, metric, f"{bm:.3g}", f"{nm:.3g}", f"{r:.3f} (p={p:.2g})", verdict))
+            p_up = mwu_greater(n[metric], b[metric])
+            rows.append((cid, metric, f"{bm:.3g}", f"{nm:.3g}", f"{ch.ratio:.3f} (p={p_up:.2g})",
+                         verdict))
     return {
         "same_platform": same_platform,
         "rows": rows,
         "failures": failures,
         "improvements": improvements,
+        "not_gated": not_gated,
         "passed": not failures,
         "threshold": threshold,
+        "alpha": alpha,
     }
 
 
@@ -238,8 +295,8 @@ def _its(c) -> str:
 
 
 def _case_key(cid: str):
-    n, rest = cid.split("-", 1)
-    return (int(n[1:]), rest)
+    k = parse_case_id(cid)
+    return (k.problem, k.n, k.ranks, k.field, k.method)
 
 
 def _tol_text(tol) -> str:
@@ -247,25 +304,45 @@ def _tol_text(tol) -> str:
     return f"{absolute}, {rel:.0%}"
 
 
-def summary_markdown(result: dict, base: dict, now: dict, *, alpha: float) -> str:
+def rules_text(result: dict, now: dict) -> list[str]:
+    """Every rule and tolerance of this run, formatted from the constants."""
+    from npo.methods import DEFAULT_ITERATION_TOLERANCE, methods
+
+    if result["same_platform"]:
+        its = "same platform as the baseline: exact (any increase fails)"
+        mem = "same platform: exact (any increase fails)"
+    else:
+        special = sorted({f"+max({_tol_text(m.iteration_tolerance)}) for {m.label}"
+                          for m in methods().values()
+                          if tuple(m.iteration_tolerance) != DEFAULT_ITERATION_TOLERANCE})
+        its = (f"different platform from the baseline: +max({_tol_text(DEFAULT_ITERATION_TOLERANCE)})"
+               f" iterations" + (", " + ", ".join(special) if special else ""))
+        mem = f"different platform: +{NBYTES_CROSS_PLATFORM:.0%}"
+    floors = ", ".join(f"{k} < {v:g}" for k, v in MIN_GATED.items() if v > 0)
+    return [
+        f"- iterations: {its}; lost convergence always fails",
+        f"- accuracy: true relres <= max({ACCURACY_RTOL_FACTOR:g} x rtol, "
+        f"{TRUE_RELRES_GROWTH:g} x baseline), error vs direct solve <= {RELERR_GROWTH:g} x "
+        "baseline; an iteration drop is an improvement only when accuracy holds",
+        f"- memory (nbytes): {mem}",
+        f"- time ({', '.join(TIME_METRICS)}): fail when the median xSpMV ratio > "
+        f"{result['threshold']:g} and Mann-Whitney U (one-sided) p < {result['alpha']:g}, "
+        f"{now.get('repeats')} samples each; not gated: {floors}, per-iteration cost of "
+        f"solves over {MAX_TIMED_SOLVE_S:g} s",
+    ]
+
+
+def _spread(result, metric) -> str:
+    ratios = [float(r[4].split()[0]) for r in result["rows"] if r[1] == metric and r[4]]
+    if not ratios:
+        return f"{metric}: not run"
+    return (f"{metric}: median {statistics.median(ratios):.3f}, min {min(ratios):.3f}, "
+            f"max {max(ratios):.3f} over {len(ratios)} cases")
+
+
+def summary_markdown(result: dict, base: dict, now: dict) -> str:
     from tabulate import tabulate
 
-    tol = (
-        "exact (same platform as the baseline)"
-        if result["same_platform"]
-        else f"different platform from the baseline: +max({_tol_text(CROSS_PLATFORM_TOL)}) "
-        f"iterations, +max({_tol_text(CROSS_PLATFORM_TOL_FLOAT32)}) for the NPO"
-    )
-    threshold = result["threshold"]
-    ratios = [
-        float(r[4].split()[0]) for r in result["rows"] if r[1] != "iterations" and r[4]
-    ]
-    spread = (
-        f"time ratios: median {statistics.median(ratios):.3f}, min {min(ratios):.3f}, "
-        f"max {max(ratios):.3f} over {len(ratios)} gated metrics"
-        if ratios
-        else "time gate: not run"
-    )
     lines = [
         f"# Performance gate: {'PASS' if result['passed'] else 'FAIL'}",
         "",
@@ -273,15 +350,18 @@ def summary_markdown(result: dict, base: dict, now: dict, *, alpha: float) -> st
         f"baseline from commit `{str(base.get('commit', '?'))[:12]}` on {base.get('machine')} "
         f"({base.get('created')}); now commit `{str(now.get('commit', '?'))[:12]}` on "
         f"{now.get('machine')}",
-        f"- iteration tolerance: {tol}",
-        f"- time gate: fail when median xSpMV ratio > {threshold} and Mann-Whitney U "
-        f"(one-sided) p < {alpha}, {now.get('repeats')} samples each; {spread}",
+        "- platform: " + ("same platform, exact" if result["same_platform"] else
+                          "different platform from the baseline: tolerances below"),
+        *rules_text(result, now),
+        "- ratio spread: " + "; ".join(_spread(result, m) for m in (*TIME_METRICS, "nbytes")),
+    ]
+    if result["not_gated"]:
+        lines.append(f"- not gated here ({len(result['not_gated'])} cases): "
+                     + "; ".join(sorted(set(result["not_gated"].values()))))
+    lines += [
         "",
-        tabulate(
-            result["rows"],
-            headers=["case", "metric", "baseline", "now", "ratio", "verdict"],
-            tablefmt="github",
-        ),
+        tabulate(result["rows"], headers=["case", "metric", "baseline", "now", "ratio", "verdict"],
+                 tablefmt="github"),
         "",
     ]
     if result["failures"]:
@@ -299,35 +379,83 @@ def summary_markdown(result: dict, base: dict, now: dict, *, alpha: float) -> st
     return "\n".join(lines)
 
 
+# --- command line -------------------------------------------------------------------------
+
+
 def add_arguments(p) -> None:
     p.add_argument("--baseline", default=DEFAULT_BASELINE, help=f"baseline file ({DEFAULT_BASELINE})")
-    p.add_argument("--update-baseline", action="store_true", help="measure and rewrite the baseline")
+    p.add_argument("--update-baseline", action="store_true",
+                   help="measure and rewrite the baseline (refuses a dirty tree)")
+    p.add_argument("--allow-dirty", action="store_true",
+                   help="with --update-baseline: accept uncommitted changes")
     p.add_argument("--summary", default=None, help="also write the Markdown summary here")
-    p.add_argument("--repeats", type=int, default=REPEATS, help=f"time samples per metric ({REPEATS})")
-    p.add_argument("--threshold", type=float, default=THRESHOLD, help=f"time ratio limit ({THRESHOLD})")
-    p.add_argument("--alpha", type=float, default=ALPHA, help=f"significance level ({ALPHA})")
-    p.add_argument("--no-time", action="store_true", help="iteration gate only")
+    p.add_argument("--repeats", type=int, default=REPEATS,
+                   help=f"time samples per metric, >= {MIN_SAMPLES} ({REPEATS})")
+    p.add_argument("--threshold", type=float, default=THRESHOLD,
+                   help=f"time ratio limit, > 1 ({THRESHOLD})")
+    p.add_argument("--alpha", type=float, default=ALPHA,
+                   help=f"significance level, in (0, 1) ({ALPHA})")
+    p.add_argument("--no-time", action="store_true", help="iterations, accuracy, memory only")
     p.add_argument("--method", nargs="+", help="only these methods (default: all of quick)")
     p.add_argument("--case", nargs="+", help="only these case ids")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def check_args(args):
+    """Validate every option and the baseline before any case is measured."""
+    if not (isinstance(args.repeats, int) and args.repeats >= MIN_SAMPLES):
+        raise ValueError(f"--repeats must be >= {MIN_SAMPLES} for the significance test, "
+                         f"got {args.repeats}")
+    if not (math.isfinite(args.threshold) and args.threshold > 1):
+        raise ValueError(f"--threshold must be a ratio > 1, got {args.threshold}")
+    if not (0 < args.alpha < 1):
+        raise ValueError(f"--alpha must be in (0, 1), got {args.alpha}")
+    if args.update_baseline:
+        if args.method or args.case:
+            raise ValueError("--update-baseline rewrites the whole baseline; drop --method/--case")
+        if env.is_dirty() and not args.allow_dirty:
+            raise ValueError("--update-baseline: the working tree has uncommitted changes; "
+                             "commit first (the baseline records the commit) or pass --allow-dirty")
+        from npo.fileio import check_output_dir
+
+        check_output_dir(Path(args.baseline).parent, 64 * 1024)
+        base = None
+    else:
+        base = load_baseline(args.baseline)
+    if args.summary:
+        from npo.fileio import check_output_dir
+
+        check_output_dir(Path(args.summary).parent or ".", 64 * 1024)
+    selected, skipped = _select(args)
+    return base, selected, skipped
 
 
 def _select(args):
-    selected = cases.cases(SUITE, methods=args.method)
+    every = cases.cases(SUITE, include_skipped=True)
+    by_id = {c.id: c for c in every}
+    if args.method:
+        known = {c.method.label for c in every}
+        bad = [m for m in args.method if m not in known]
+        if bad:
+            raise ValueError(f"unknown method {bad[0]!r} in suite {SUITE!r}; expected one of "
+                             f"{sorted(known)}")
     if args.case:
-        known = {c.id for c in selected}
-        bad = [c for c in args.case if c not in known]
+        bad = [c for c in args.case if c not in by_id]
         if bad:
             raise ValueError(f"unknown case {bad[0]!r} in suite {SUITE!r}")
-        selected = [c for c in selected if c.id in set(args.case)]
-    return selected
+    chosen = [c for c in every if (not args.method or c.method.label in args.method)
+              and (not args.case or c.id in args.case)]
+    run = [c for c in chosen if c.skip_reason is None]
+    # a case whose method cannot run here for want of an install is listed, not failed
+    skipped = {c.id: c.method.missing_requirement() for c in chosen
+               if c.skip_reason is not None and c.method.missing_requirement()}
+    return run, skipped
 
 
 def run_gate(args) -> int:
-    from npo.report.io import write_text
+    from npo.fileio import write_text
 
-    if args.repeats < 3:
-        raise ValueError("--repeats must be >= 3 for the significance test")
-    selected = _select(args)
+    base, selected, skipped = check_args(args)
     t0 = time.perf_counter()
     now = collect(
         selected,
@@ -336,21 +464,25 @@ def run_gate(args) -> int:
         progress=lambda c: print(f"  gate: {c.id}", file=sys.stderr),
     )
     if args.update_baseline:
-        if args.method or args.case:
-            raise ValueError("--update-baseline rewrites the whole baseline; drop --method/--case")
         write_text(args.baseline, json.dumps(now, indent=1, sort_keys=True) + "\n")
-        print(f"wrote baseline {args.baseline} ({len(now['cases'])} cases, "
-              f"{time.perf_counter() - t0:.0f} s)")
+        print(f"wrote baseline {args.baseline} ({len(now['cases'])} cases, commit "
+              f"{now['commit'][:12]}, {time.perf_counter() - t0:.0f} s)")
         return 0
-    base = load_baseline(args.baseline)
+    sel = {c.id for c in selected} | set(skipped)
     if args.method or args.case:  # cases outside the selection are not "missing"
-        sel = {c.id for c in selected}
         base = {**base, "cases": {k: v for k, v in base["cases"].items() if k in sel}}
-    result = compare(base, now, threshold=args.threshold, alpha=args.alpha)
-    text = summary_markdown(result, base, now, alpha=args.alpha)
+    # baseline cases of methods not registered here (a plugin not installed)
+    for cid in base["cases"]:
+        if cid not in sel and _method_of(cid) is None:
+            skipped[cid] = f"method {parse_case_id(cid).method!r} is not installed"
+    result = compare(base, now, threshold=args.threshold, alpha=args.alpha,
+                     not_gated={k: v for k, v in skipped.items() if k in base["cases"]})
+    text = summary_markdown(result, base, now)
     text += f"\n_gate wall-clock: {time.perf_counter() - t0:.0f} s_\n"
-    print(text)
+    if args.json:
+        print(json.dumps({k: v for k, v in result.items()}, indent=1, default=str))
+    else:
+        print(text)
     if args.summary:
         write_text(args.summary, text)
     return 0 if result["passed"] else 1
-

@@ -5,6 +5,17 @@ residual satisfies ``||r_k|| / ||b|| <= rtol``. The true residual
 ``||b - A x|| / ||b||`` is computed once at the end and stored beside it,
 because on high-contrast problems the two part ways near 1e-10.
 
+Inputs are checked once, before the loop: A and b must be real and finite,
+and A symmetric -- two fixed random vectors u, v must satisfy
+``|u.Av - v.Au| <= SYMMETRY_TOL * (|u||Av| + |v||Au|)`` (two SpMVs;
+``check_symmetric=False`` skips it, as the measurement protocol does after
+checking each matrix once). The solve runs on ``b`` scaled by a power of two
+so that ``max|b|`` is in [0.5, 1): the scaling is exact, so iterates equal
+the unscaled ones bit for bit, and a right-hand side of 1e+-160 neither
+overflows nor underflows. A preconditioner whose output has the wrong shape
+or is not finite ends the solve with reason ``breakdown`` and a detail that
+names it.
+
 ``pcg`` uses the Fletcher-Reeves beta ``(r_{k+1}.z_{k+1}) / (r_k.z_k)``, which
 is only correct for a fixed SPD preconditioner. ``fcg`` (Notay 2000, PETSc
 KSPFCG with one stored direction) uses ``z_{k+1}.(r_{k+1} - r_k) / (r_k.z_k)``,
@@ -22,14 +33,17 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
 from scipy.linalg.blas import daxpy
 from scipy.sparse.linalg import LinearOperator
 
-__all__ = ["SolveResult", "fcg", "pcg"]
+__all__ = ["SYMMETRY_TOL", "SolveResult", "check_symmetric", "fcg", "pcg", "rhs_scale"]
+
+#: Relative tolerance of the randomized symmetry check (see the module docstring).
+SYMMETRY_TOL = 1e-8
 
 
 @dataclass
@@ -50,7 +64,6 @@ class SolveResult:
     true_relres: float
     method: str = "pcg"
     detail: str = ""
-    extra: dict = field(default_factory=dict)
 
     @property
     def relres(self) -> float:
@@ -65,13 +78,15 @@ class SolveResult:
         )
 
 
-def _check_system(A, b, x0):
+def _check_system(A, b, x0, symmetric: bool):
     if not (sp.issparse(A) or isinstance(A, np.ndarray)):
         raise ValueError(f"A must be a scipy sparse matrix or a numpy array, got {type(A).__name__}")
     if A.ndim != 2 or A.shape[0] != A.shape[1]:
         raise ValueError(f"A must be square, got shape {A.shape}")
     N = A.shape[0]
     data = A.data if sp.issparse(A) else A
+    if np.iscomplexobj(data):
+        raise ValueError("A is complex; pcg/fcg solve real SPD systems only")
     if not np.all(np.isfinite(data)):
         raise ValueError("A contains NaN or Inf")
     b = np.asarray(b)
@@ -79,37 +94,83 @@ def _check_system(A, b, x0):
         b = b[:, 0]
     if b.shape != (N,):
         raise ValueError(f"b has shape {b.shape}, expected ({N},) to match A {A.shape}")
-    if not np.issubdtype(b.dtype, np.number) or np.iscomplexobj(b):
+    if np.iscomplexobj(b):
+        raise ValueError("b is complex; pcg/fcg solve real SPD systems only")
+    if not np.issubdtype(b.dtype, np.number):
         raise ValueError(f"b must be a real numeric vector, got dtype {b.dtype}")
     b = b.astype(float, copy=False)
     if not np.all(np.isfinite(b)):
         raise ValueError("b contains NaN or Inf")
     if x0 is not None:
+        if np.iscomplexobj(x0):
+            raise ValueError("x0 is complex; pcg/fcg solve real SPD systems only")
         x0 = np.asarray(x0, dtype=float).reshape(-1)
         if x0.shape != (N,):
             raise ValueError(f"x0 has shape {x0.shape}, expected ({N},)")
         if not np.all(np.isfinite(x0)):
             raise ValueError("x0 contains NaN or Inf")
+    if symmetric and N > 1:
+        check_symmetric(A)
     return A, b, x0
 
 
-def _as_apply(M, N: int) -> tuple[Callable[[np.ndarray], np.ndarray] | None, bool]:
-    """Convert M once, before the loop. Returns (apply or None for identity, linear flag)."""
+def check_symmetric(A) -> None:
+    """ValueError unless A passes the randomized symmetry test (module docstring)."""
+    rng = np.random.default_rng(12345)
+    u, v = rng.standard_normal((2, A.shape[0]))
+    Au, Av = A @ u, A @ v
+    gap = abs(float(u @ Av) - float(v @ Au))
+    scale = float(np.linalg.norm(u) * np.linalg.norm(Av) + np.linalg.norm(v) * np.linalg.norm(Au))
+    if gap > SYMMETRY_TOL * scale:
+        raise ValueError(
+            f"A is not symmetric (|u.Av - v.Au| = {gap:.3g} > {SYMMETRY_TOL:g} x {scale:.3g} for "
+            "two random vectors); CG needs an SPD matrix (pass check_symmetric=False to skip)"
+        )
+
+
+def _as_apply(M, N: int) -> tuple[Callable[[np.ndarray], np.ndarray] | None, bool, str]:
+    """Convert M once, before the loop: (apply or None for identity, linear flag, name)."""
     if M is None:
-        return None, True
+        return None, True, "none"
+    name = str(getattr(M, "name", None) or type(M).__name__)
     if hasattr(M, "apply") and hasattr(M, "linear"):
-        return M.apply, bool(M.linear)
+        return M.apply, bool(M.linear), name
     if isinstance(M, LinearOperator) or sp.issparse(M) or isinstance(M, np.ndarray):
         if M.shape != (N, N):
             raise ValueError(f"preconditioner has shape {M.shape}, expected ({N}, {N})")
-        return (M.matvec if isinstance(M, LinearOperator) else M.dot), True
+        return (M.matvec if isinstance(M, LinearOperator) else M.dot), True, name
     if callable(M):
-        return M, bool(getattr(M, "linear", True))
+        name = getattr(M, "__name__", name)
+        return M, bool(getattr(M, "linear", True)), name
     raise ValueError(f"M must be None, a preconditioner, a LinearOperator or a callable, got {M!r}")
 
 
-def _solve(A, b, M, *, rtol, maxiter, x0, callback, flexible: bool) -> SolveResult:
-    A, b, x0 = _check_system(A, b, x0)
+def rhs_scale(b) -> float:
+    """The exact power of two the solvers scale b by (max|b| into [0.5, 1)); 0 for b = 0.
+
+    The preconditioner sees residuals of the scaled system: ``r / scale`` is
+    the residual of the caller's system, exactly.
+    """
+    bmax = float(np.abs(b).max()) if np.size(b) else 0.0
+    if bmax == 0.0:
+        return 0.0
+    return math.ldexp(1.0, -math.frexp(bmax)[1])
+
+
+def _bad_output(z, N: int, name: str, it: int) -> str:
+    """'' if z can be used, else the breakdown detail naming the preconditioner."""
+    if z is None:
+        return f"preconditioner {name!r} returned None at iteration {it}"
+    shape = getattr(z, "shape", None)
+    if shape != (N,):
+        return (f"preconditioner {name!r} returned {type(z).__name__} of shape {shape} at "
+                f"iteration {it}, expected ({N},)")
+    return ""
+
+
+def _solve(A, b, M, *, rtol, maxiter, x0, callback, flexible: bool,
+           check_symmetric: bool) -> SolveResult:
+    A, b, x0 = _check_system(A, b, x0, check_symmetric)
     N = A.shape[0]
     method = "fcg" if flexible else "pcg"
     if not (np.isfinite(rtol) and rtol > 0):
@@ -117,7 +178,7 @@ def _solve(A, b, M, *, rtol, maxiter, x0, callback, flexible: bool) -> SolveResu
     maxiter = 10 * N if maxiter is None else int(maxiter)
     if maxiter < 0:
         raise ValueError(f"maxiter must be >= 0, got {maxiter}")
-    apply, linear = _as_apply(M, N)
+    apply, linear, name = _as_apply(M, N)
     if not flexible and not linear:
         warnings.warn(
             "pcg with a nonlinear preconditioner: the Fletcher-Reeves beta assumes a fixed "
@@ -126,26 +187,44 @@ def _solve(A, b, M, *, rtol, maxiter, x0, callback, flexible: bool) -> SolveResu
             stacklevel=3,
         )
 
-    bnorm = float(np.linalg.norm(b))
-    if bnorm == 0.0:
+    scale = rhs_scale(b)
+    if scale == 0.0:
         return SolveResult(np.zeros(N), 0, True, "converged", np.array([0.0]), 0, 0.0, method)
+    b = b * scale
+    bnorm = float(np.linalg.norm(b))
 
-    x = np.zeros(N) if x0 is None else x0.copy()
+    x = np.zeros(N) if x0 is None else x0 * scale
     r = b.copy() if x0 is None else b - A @ x
     history = [float(np.linalg.norm(r)) / bnorm]
     applies = 0
     it = 0
     reason = "maxiter"
     detail = ""
+
+    def precondition(r, it):
+        nonlocal reason, detail
+        z = r if apply is None else apply(r)
+        bad = "" if apply is None else _bad_output(z, N, name, it)
+        if bad:
+            reason, detail = "breakdown", bad
+            return None, math.nan
+        rz = float(np.dot(r, z))
+        if not np.isfinite(rz):
+            reason, detail = "breakdown", (
+                f"preconditioner {name!r} returned a non-finite vector at iteration {it}")
+            return None, rz
+        return z, rz
+
     if history[0] <= rtol:
         reason = "converged"
     else:
-        z = r if apply is None else apply(r)
+        z, rz = precondition(r, 0)
         applies += 1
-        rz = float(np.dot(r, z))
-        if not np.isfinite(rz) or rz == 0.0:
-            reason, detail = "breakdown", f"r.M(r) = {rz!r} at iteration 0"
+        if z is not None and rz == 0.0:
+            reason, detail = "breakdown", f"r.M(r) = 0.0 at iteration 0 (preconditioner {name!r})"
+        if reason == "breakdown":
             maxiter = 0
+            z = r
         p = np.array(z, dtype=float, copy=True)
         r_old = np.empty(N) if flexible else None
         while it < maxiter:
@@ -164,7 +243,7 @@ def _solve(A, b, M, *, rtol, maxiter, x0, callback, flexible: bool) -> SolveResu
             rnorm = math.sqrt(rr) if rr >= 0 else math.nan
             history.append(rnorm / bnorm)
             if callback is not None:
-                callback(x)
+                callback(x / scale)
             if not np.isfinite(rnorm):
                 reason, detail = "breakdown", f"non-finite residual at iteration {it}"
                 break
@@ -173,24 +252,28 @@ def _solve(A, b, M, *, rtol, maxiter, x0, callback, flexible: bool) -> SolveResu
                 break
             if it == maxiter:
                 break
-            z = r if apply is None else apply(r)
+            if apply is None:
+                z, rz_new = r, rr
+            else:
+                z, rz_new = precondition(r, it)
+                if z is None:
+                    break
             applies += 1
-            rz_new = rr if apply is None else float(np.dot(r, z))
             if flexible:
                 beta = (rz_new - float(np.dot(z, r_old))) / rz
             else:
                 beta = rz_new / rz
-            if not (np.isfinite(rz_new) and np.isfinite(beta)) or rz_new == 0.0:
+            if not np.isfinite(beta) or rz_new == 0.0:
                 reason, detail = "breakdown", f"r.M(r) = {rz_new!r} at iteration {it}"
                 break
             rz = rz_new
             p *= beta
             p += z
     if reason == "breakdown" and not np.all(np.isfinite(x)):
-        x = np.zeros(N) if x0 is None else x0.copy()
+        x = np.zeros(N) if x0 is None else x0 * scale
     true_relres = float(np.linalg.norm(b - A @ x)) / bnorm
     return SolveResult(
-        x=x,
+        x=x / scale,
         iterations=it,
         converged=reason == "converged",
         reason=reason,
@@ -202,7 +285,8 @@ def _solve(A, b, M, *, rtol, maxiter, x0, callback, flexible: bool) -> SolveResu
     )
 
 
-def pcg(A, b, M=None, *, rtol: float = 1e-10, maxiter: int | None = None, x0=None, callback=None):
+def pcg(A, b, M=None, *, rtol: float = 1e-10, maxiter: int | None = None, x0=None, callback=None,
+        check_symmetric: bool = True):
     """Classical preconditioned CG (Fletcher-Reeves beta).
 
     Parameters
@@ -222,17 +306,22 @@ def pcg(A, b, M=None, *, rtol: float = 1e-10, maxiter: int | None = None, x0=Non
         Initial guess (default zero).
     callback : callable, optional
         Called as ``callback(x)`` after every iteration.
+    check_symmetric : bool
+        Refuse a non-symmetric A (randomized check, :data:`SYMMETRY_TOL`).
 
     Returns
     -------
     SolveResult
-        M is never called after convergence; breakdown (p.Ap <= 0 or a
-        non-finite value) ends the solve with reason ``breakdown``.
+        M is never called after convergence; breakdown (p.Ap <= 0, a
+        non-finite value, or a preconditioner output of the wrong shape) ends
+        the solve with reason ``breakdown``.
     """
-    return _solve(A, b, M, rtol=rtol, maxiter=maxiter, x0=x0, callback=callback, flexible=False)
+    return _solve(A, b, M, rtol=rtol, maxiter=maxiter, x0=x0, callback=callback, flexible=False,
+                  check_symmetric=check_symmetric)
 
 
-def fcg(A, b, M=None, *, rtol: float = 1e-10, maxiter: int | None = None, x0=None, callback=None):
+def fcg(A, b, M=None, *, rtol: float = 1e-10, maxiter: int | None = None, x0=None, callback=None,
+        check_symmetric: bool = True):
     """Notay's flexible CG: beta = z_{k+1}.(r_{k+1} - r_k) / (r_k.z_k).
 
     Same signature and result as :func:`pcg`; safe for preconditioners that
@@ -242,4 +331,5 @@ def fcg(A, b, M=None, *, rtol: float = 1e-10, maxiter: int | None = None, x0=Non
     >>> fcg(poisson_2d(32), grf_rhs(32), rtol=1e-10).iterations
     116
     """
-    return _solve(A, b, M, rtol=rtol, maxiter=maxiter, x0=x0, callback=callback, flexible=True)
+    return _solve(A, b, M, rtol=rtol, maxiter=maxiter, x0=x0, callback=callback, flexible=True,
+                  check_symmetric=check_symmetric)

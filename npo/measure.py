@@ -1,19 +1,22 @@
 """The measurement protocol: what is measured for a case, and how.
 
-asv, pytest-benchmark and the CLI all go through this module, so a case is
-built and solved the same way everywhere; the suites own only their timing
-loops. For one case the protocol is:
+asv, pytest-benchmark, the CLI and the gate all go through this module, so a
+case is built and solved the same way everywhere; the suites own only their
+timing loops. For one case the protocol (version
+:data:`npo.schema.PROTOCOL_VERSION`) is:
 
-1. build ``A`` and ``b`` (fixed seeds) -- :func:`problem`;
+1. build the problem ``(A, b)`` with fixed seeds -- :func:`problem`;
 2. time one SpMV ``A @ v`` in the same process -- the unit of cost;
-3. time ``setup`` on fresh preconditioner objects (after one warm-up);
+3. time ``setup`` on fresh preconditioner objects (after one warm-up), and
+   measure the memory peak of one more setup;
 4. time ``apply`` on a fixed unit vector after warm-up;
 5. solve, and record iterations, convergence, the recurrence and true
    residuals, the error against a direct solve where affordable, and the
    solve time -- which is *not* reported (NaN) when the solve did not converge;
-6. record memory, training time (NPO) and the environment.
+6. record memory, training time and the environment.
 
-Timings are medians of repeats. All of it runs with pinned thread counts
+Every timed stage keeps its samples (for the verdicts' confidence intervals)
+and its median. All of it runs with pinned thread counts
 (:func:`npo.env.pinned_threads`), one by default.
 """
 
@@ -23,78 +26,60 @@ import json
 import math
 import statistics
 import time
-import timeit
 import warnings
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
 
 import numpy as np
 import scipy.sparse.linalg as sla
 
-from npo import env, krylov, precond, problems
+from npo import env, krylov, timing
 from npo.cases import Case
+from npo.problemkinds import Problem
+from npo.schema import PROTOCOL_VERSION, RECORD_COLUMNS
 
 __all__ = [
-    "RECORD_COLUMNS",
+    "DIRECT_MAX_N",
     "Problem",
+    "cost_samples",
+    "direct_solution",
     "make_preconditioner",
     "measure",
     "problem",
     "run_cases",
     "solve",
-    "time_apply",
-    "time_spmv",
-    "unit_vector",
+    "time_setup",
+    "time_solve",
 ]
-
-#: The tidy record schema shared by every source (see DESIGN.md).
-RECORD_COLUMNS = [
-    "commit", "commit_date", "machine", "device", "source", "suite", "case", "problem",
-    "field", "contrast", "n", "N", "nnz", "method", "precond", "krylov", "rtol", "maxiter",
-    "iterations", "converged", "reason", "relres", "true_relres", "relerr",
-    "setup_s", "apply_s", "solve_s", "total_s", "spmv_s", "apply_per_spmv",
-    "iter_s", "iter_per_spmv", "elapsed_s", "train_s", "nbytes", "threads",
-    "versions", "info", "timestamp",
-]  # fmt: skip
 
 #: Largest N for which the error against a sparse direct solve is computed.
 DIRECT_MAX_N = 256 * 256
-
-
-@dataclass(frozen=True)
-class Problem:
-    n: int
-    field: str
-    contrast: float
-    A: object
-    b: np.ndarray
-    coefficient: np.ndarray
-
-    @property
-    def N(self) -> int:
-        return self.A.shape[0]
+#: Samples of each timed stage, and the seconds after which a stage stops
+#: repeating (never below MIN_STAGE_SAMPLES: the verdicts need three).
+STAGE_REPEATS = 5
+STAGE_BUDGET_S = 10.0
+MIN_STAGE_SAMPLES = 3
 
 
 @lru_cache(maxsize=4)
-def _problem(n: int, field: str, contrast: float, field_seed: int, rhs_seed: int) -> Problem:
-    a = problems.coefficient(field, n, contrast, field_seed)
-    A = problems.diffusion_2d(n, a)
-    b = problems.grf_rhs(n, seed=rhs_seed)
-    for arr in (A.data, b, a):
+def _problem(problem: str, n: int, field, rhs_seed: int) -> Problem:
+    from npo.problemkinds import get_kind
+
+    p = get_kind(problem).build(n, field, rhs_seed)
+    krylov.check_symmetric(p.A)  # once per matrix; the timed solves skip the check
+    for arr in (p.A.data, p.b):
         arr.setflags(write=False)
-    return Problem(n, field, contrast, A, b, a)
+    return p
 
 
 def problem(case: Case) -> Problem:
     """The linear system of ``case`` (cached per process; arrays are read-only)."""
-    f = case.field
-    return _problem(case.n, f.name, f.contrast, f.seed, case.rhs_seed)
+    return _problem(case.problem, case.n, case.field, case.rhs_seed)
 
 
 @lru_cache(maxsize=4)
-def _direct_solution(n: int, field: str, contrast: float, field_seed: int, rhs_seed: int):
-    p = _problem(n, field, contrast, field_seed, rhs_seed)
+def _direct_solution(problem_name: str, n: int, field, rhs_seed: int):
+    p = _problem(problem_name, n, field, rhs_seed)
     if p.N > DIRECT_MAX_N:
         return None
     return sla.splu(p.A.tocsc()).solve(np.array(p.b))
@@ -102,101 +87,130 @@ def _direct_solution(n: int, field: str, contrast: float, field_seed: int, rhs_s
 
 def direct_solution(case: Case) -> np.ndarray | None:
     """x* from a sparse LU, or None above :data:`DIRECT_MAX_N` unknowns."""
-    f = case.field
-    return _direct_solution(case.n, f.name, f.contrast, f.seed, case.rhs_seed)
+    return _direct_solution(case.problem, case.n, case.field, case.rhs_seed)
 
 
-def unit_vector(N: int, seed: int = 0) -> np.ndarray:
-    """The fixed vector every apply/SpMV timing uses: Gaussian, unit norm."""
-    v = np.random.default_rng(seed).standard_normal(N)
-    return v / np.linalg.norm(v)
-
-
-def make_preconditioner(case: Case, *, device: str = "cpu"):
-    """A fresh, not yet set up preconditioner for ``case``."""
-    opts = case.precond_options
-    if case.method.precond == "npo":
-        opts["device"] = device
-    return precond.get(case.method.precond, **opts)
+def make_preconditioner(case: Case, p: Problem | None = None):
+    """A fresh, not yet set up preconditioner for ``case`` (its descriptor decides how)."""
+    return case.method.make(case, p if p is not None else problem(case))
 
 
 def solve(case: Case, A, b, M) -> krylov.SolveResult:
-    """Run the case's Krylov method (``pcg`` or ``fcg``) with its rtol and maxiter."""
-    method = getattr(krylov, case.method.krylov)
+    """Run the case's Krylov method with its rtol and maxiter.
+
+    ``pcg``/``fcg`` from :mod:`npo.krylov`, ``auto`` (pcg for a linear,
+    symmetric M, else fcg), or the descriptor's own engine.
+    """
+    spec = case.method
+    if spec.solver is not None:
+        return spec.solver(A, b, M, rtol=case.rtol, maxiter=case.maxiter)
+    # the matrix was checked once when the problem was built (see _problem)
+    name = spec.krylov
+    if name == "auto":
+        name = "pcg" if getattr(M, "linear", True) and getattr(M, "symmetric", True) else "fcg"
     with warnings.catch_warnings():
         # the NPO-in-PCG negative control warns by design
         warnings.simplefilter("ignore", RuntimeWarning)
-        return method(A, b, M, rtol=case.rtol, maxiter=case.maxiter)
+        return getattr(krylov, name)(A, b, M, rtol=case.rtol, maxiter=case.maxiter,
+                                     check_symmetric=False)
 
 
-def _median_per_call(fn, repeats: int, min_time: float) -> float:
-    """Median seconds per call of ``fn`` over ``repeats`` auto-ranged batches."""
-    timer = timeit.Timer(fn)
-    number = 1
-    while True:  # like Timer.autorange, with our own minimum batch time
-        t = timer.timeit(number)
-        if t >= min_time or number >= 1_000_000:
-            break
-        number *= 2 if t > min_time / 10 else 10
-    samples = [t / number] + [timer.timeit(number) / number for _ in range(repeats - 1)]
-    return statistics.median(samples)
+def time_setup(case: Case, p: Problem, *, repeats: int = STAGE_REPEATS):
+    """Setup samples on fresh objects (after one warm-up); returns (samples, last M)."""
+    make_preconditioner(case, p).setup(p.A)  # warm-up: imports, caches
+    samples, M = timing.stage_samples(
+        lambda: make_preconditioner(case, p).setup(p.A), repeats,
+        budget=STAGE_BUDGET_S, min_repeats=min(repeats, MIN_STAGE_SAMPLES))
+    return samples, M
 
 
-def time_spmv(A, *, repeats: int = 5, min_time: float = 0.02) -> float:
-    """Median seconds of one ``A @ v`` (the unit of cost)."""
-    v = unit_vector(A.shape[0])
-    A @ v
-    return _median_per_call(lambda: A @ v, repeats, min_time)
+def time_solve(case: Case, A, b, M, *, repeats: int = STAGE_REPEATS):
+    """Solve samples (an unconverged solve is not repeated); returns (samples, result).
 
-
-def time_apply(M, N: int, *, repeats: int = 5, min_time: float = 0.02) -> float:
-    """Median seconds of one ``M.apply(v)`` on the fixed unit vector, after warm-up."""
-    v = unit_vector(N)
-    M.apply(v)
-    return _median_per_call(lambda: M.apply(v), repeats, min_time)
-
-
-def time_setup(case: Case, A, *, repeats: int = 3, device: str = "cpu"):
-    """Median setup seconds on fresh objects (after one warm-up); returns (s, last M)."""
-    M = make_preconditioner(case, device=device).setup(A)  # warm-up: imports, caches
-    samples = []
-    budget_end = time.perf_counter() + 10.0  # a slow setup is not repeated forever
-    for _ in range(repeats):
-        fresh = make_preconditioner(case, device=device)
-        t0 = time.perf_counter()
-        fresh.setup(A)
-        samples.append(time.perf_counter() - t0)
-        M = fresh
-        if time.perf_counter() > budget_end:
-            break
-    return statistics.median(samples), M
-
-
-def time_solve(case: Case, A, b, M, *, repeats: int = 3, budget: float = 5.0):
-    """Solve ``repeats`` times (fewer once ``budget`` seconds are spent).
-
-    Returns (median seconds, last SolveResult). Iteration counts must agree
-    between repeats; a mismatch means nondeterminism and raises.
+    Iteration counts must agree between repeats; a mismatch means
+    nondeterminism and raises.
     """
-    samples, result = [], None
-    t_end = time.perf_counter() + budget
-    for _ in range(repeats):
-        t0 = time.perf_counter()
+    results = []
+
+    def once():
         res = solve(case, A, b, M)
-        samples.append(time.perf_counter() - t0)
-        if result is not None and res.iterations != result.iterations:
+        if results and res.iterations != results[0].iterations:
             raise RuntimeError(
                 f"{case.id}: iteration count changed between repeats "
-                f"({result.iterations} vs {res.iterations}); the solve is not deterministic"
+                f"({results[0].iterations} vs {res.iterations}); the solve is not deterministic"
             )
-        result = res
-        if not res.converged or time.perf_counter() > t_end:
-            break  # an unconverged solve's time is never reported; don't repeat it
-    return statistics.median(samples), result
+        results.append(res)
+        return res
+
+    samples, res = timing.stage_samples(
+        once, repeats, budget=STAGE_BUDGET_S, min_repeats=min(repeats, MIN_STAGE_SAMPLES),
+        stop=lambda r: not r.converged)
+    return samples, res
+
+
+def cost_samples(case: Case, *, repeats: int, setup: bool = True, iteration: bool = True,
+                 max_timed_solve_s: float = 1.0) -> dict:
+    """The gate's view of a case: outcome plus cost samples in SpMV units.
+
+    Returns iterations, convergence, the true residual, the error against the
+    direct solution, ``nbytes``, and ``repeats`` ratio samples (each measured
+    back to back with an SpMV of the same matrix) of ``apply_per_spmv``,
+    ``setup_per_spmv`` (a fresh setup per call) and ``iter_per_spmv`` (a
+    batch of solves lasting >= 10 ms, for converged solves under
+    ``max_timed_solve_s``).
+    """
+    p = problem(case)
+    A, b = p.A, p.b
+    M = make_preconditioner(case, p).setup(A)
+    t0 = time.perf_counter()
+    res = solve(case, A, b, M)
+    solve_s = time.perf_counter() - t0
+    x_star = direct_solution(case)
+    row = {
+        "iterations": int(res.iterations),
+        "converged": bool(res.converged),
+        "true_relres": float(res.true_relres),
+        "relerr": _relerr(res.x, x_star),
+        "nbytes": int(M.nbytes),
+    }
+    if not (setup or iteration):
+        return row
+    v = timing.unit_vector(p.N)
+
+    def spmv():
+        return A @ v
+
+    row["apply_per_spmv"] = timing.ratio_samples(lambda: M.apply(v), spmv, repeats)
+    if setup:
+        # fresh objects, batches of >= 20 ms, median of 3: setup allocates and is
+        # the noisiest stage
+        row["setup_per_spmv"] = timing.ratio_samples(
+            lambda: make_preconditioner(case, p).setup(A), spmv, repeats,
+            fn_min_time=0.02, fn_inner=3)
+    if iteration and res.converged and solve_s < max_timed_solve_s and res.iterations > 0:
+        its = res.iterations
+        # a batch of solves lasting >= 10 ms (one solve when it is longer), timed
+        # like the SpMV (timeit, GC off): a single sub-ms solve was the noisiest
+        # number in the gate (x1.43 seen on a clean run)
+        row["iter_per_spmv"] = [
+            r / its for r in timing.ratio_samples(lambda: solve(case, A, b, M), spmv, repeats,
+                                                  fn_min_time=0.01, fn_inner=1)
+        ]
+    return row
+
+
+def _relerr(x, x_star) -> float:
+    if x_star is None:
+        return math.nan
+    return float(np.linalg.norm(x - x_star) / np.linalg.norm(x_star))
 
 
 def _nan_if(cond: bool, value: float) -> float:
     return math.nan if cond else value
+
+
+def _samples_json(xs) -> str:
+    return json.dumps([float(f"{x:.6g}") for x in xs])
 
 
 def measure(
@@ -204,36 +218,52 @@ def measure(
     *,
     suite: str = "",
     source: str = "cli",
-    device: str = "cpu",
     threads: int = env.DEFAULT_THREADS,
-    repeats: int = 3,
+    repeats: int = STAGE_REPEATS,
+    filter: str = "",
 ) -> dict:
-    """Run the whole protocol on ``case`` and return one record (see RECORD_COLUMNS)."""
+    """Run the whole protocol on ``case`` and return one record (see RECORD_COLUMNS).
+
+    Cases on several MPI ranks go to their descriptor's ``runner``, which
+    runs the same protocol under ``mpiexec``.
+    """
+    if case.ranks > 1:
+        if case.method.runner is None:
+            raise ValueError(f"{case.id}: {case.method.label} cannot run on {case.ranks} ranks")
+        return case.method.runner(case, suite=suite, source=source, threads=threads,
+                                  repeats=repeats, filter=filter)
     with env.pinned_threads(threads):
         p = problem(case)
         A, b = p.A, p.b
-        spmv_s = time_spmv(A)
-        setup_s, M = time_setup(case, A, repeats=repeats, device=device)
-        apply_s = time_apply(M, p.N)
-        solve_s, res = time_solve(case, A, b, M, repeats=repeats)
+        spmv = timing.time_spmv(A, repeats=repeats)
+        setup, M = time_setup(case, p, repeats=repeats)
+        _, peak = timing.peak_bytes(lambda: make_preconditioner(case, p).setup(A))
+        apply = timing.time_apply(M, p.N, repeats=repeats)
+        solves, res = time_solve(case, A, b, M, repeats=repeats)
         x_star = direct_solution(case)
-        environment = env.environment(device)
-    relerr = (
-        float(np.linalg.norm(res.x - x_star) / np.linalg.norm(x_star))
-        if x_star is not None
-        else math.nan
-    )
+        environment = env.environment(case.device)
+    spmv_s, setup_s = statistics.median(spmv), statistics.median(setup)
+    apply_s, solve_s = statistics.median(apply), statistics.median(solves)
     bad = not res.converged
-    train_s = float(getattr(M, "train_s", math.nan))
+    its = max(res.iterations, 1)
     rec = {
+        "protocol_version": PROTOCOL_VERSION,
         "commit": environment["commit"],
         "commit_date": environment["commit_date"],
         "machine": environment["machine"],
-        "device": device,
+        "cpu": environment["cpu"],
+        "cores": environment["cores"],
+        "blas": environment["blas"],
+        "device": case.device,
         "source": source,
         "suite": suite,
+        "filter": filter,
+        "timestamp": datetime.now(UTC).isoformat(timespec="microseconds"),
+        "threads": environment["threads"],
+        "ranks": case.ranks,
+        "versions": json.dumps(environment["versions"], sort_keys=True),
         "case": case.id,
-        "problem": "diffusion_2d",
+        "problem": case.problem,
         "field": case.field.label,
         "contrast": case.field.contrast,
         "n": case.n,
@@ -241,39 +271,49 @@ def measure(
         "nnz": int(A.nnz),
         "method": case.method.label,
         "precond": case.method.precond,
-        "krylov": case.method.krylov,
+        "krylov": res.method,
         "rtol": case.rtol,
         "maxiter": case.maxiter,
+        "rhs": p.meta.get("rhs", ""),
         "iterations": int(res.iterations),
         "converged": bool(res.converged),
         "reason": res.reason,
         "relres": res.relres,
         "true_relres": res.true_relres,
-        "relerr": relerr,
+        "relerr": _relerr(res.x, x_star),
         "setup_s": setup_s,
         "apply_s": apply_s,
         "solve_s": _nan_if(bad, solve_s),
         "total_s": _nan_if(bad, setup_s + solve_s),
         "spmv_s": spmv_s,
         "apply_per_spmv": apply_s / spmv_s,
-        "iter_s": solve_s / max(res.iterations, 1),
-        "iter_per_spmv": solve_s / max(res.iterations, 1) / spmv_s,
+        "setup_per_spmv": setup_s / spmv_s,
+        "iter_s": solve_s / its,
+        "iter_per_spmv": solve_s / its / spmv_s,
         "elapsed_s": solve_s,
-        "train_s": train_s,
+        "setup_samples": _samples_json(setup),
+        "solve_samples": _samples_json(solves) if not bad else "[]",
+        "apply_samples": _samples_json(apply),
+        "setup_s_lo": min(setup), "setup_s_hi": max(setup),
+        "apply_s_lo": min(apply), "apply_s_hi": max(apply),
+        "solve_s_lo": _nan_if(bad, min(solves)), "solve_s_hi": _nan_if(bad, max(solves)),
+        "train_s": float(M.train_s),
         "nbytes": int(M.nbytes),
-        "threads": environment["threads"],
-        "versions": json.dumps(environment["versions"], sort_keys=True),
+        "setup_peak_bytes": int(peak),
         "info": json.dumps(M.info, sort_keys=True, default=str),
-        "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+    assert list(rec) == RECORD_COLUMNS
     return rec
 
 
-def run_cases(cases, *, progress=None, **kwargs) -> list[dict]:
-    """Measure every case; ``progress(case)`` is called before each one."""
+def run_cases(cases, *, progress=None, on_record=None, **kwargs) -> list[dict]:
+    """Measure every case (``progress(case)`` before, ``on_record(rec)`` after each)."""
     out = []
     for c in cases:
         if progress is not None:
             progress(c)
-        out.append(measure(c, **kwargs))
+        rec = measure(c, **kwargs)
+        out.append(rec)
+        if on_record is not None:
+            on_record(rec)
     return out
