@@ -1,110 +1,260 @@
 """``npo-bench``: run suites, print honesty tables, build reports, gate, train.
 
-Exit codes: 0 success, 1 performance regression (gate), 2 bad input or error.
-Errors are one line on stderr; ``--debug`` shows the traceback.
+Exit codes: 0 success, 1 performance regression (gate), 2 bad input or error,
+130 interrupted. Errors are one line on stderr (``--debug`` shows the
+traceback). Every option, path and file is checked before the first case is
+measured or the first epoch trained.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
+import signal
 import sys
 import time
 from pathlib import Path
 
 __all__ = ["main"]
 
-EXIT_OK, EXIT_REGRESSION, EXIT_ERROR = 0, 1, 2
+EXIT_OK, EXIT_REGRESSION, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 class CLIError(Exception):
     """A user-facing error: printed as one line, exit code 2."""
 
 
-def _honesty_stem(suite: str) -> str:
-    # reports/honesty.md is the standard suite's table (committed); other
-    # suites write honesty-<suite>.md beside it and never replace it.
-    return "honesty" if suite == "standard" else f"honesty-{suite}"
+class Interrupted(Exception):
+    """SIGINT/SIGTERM, with the truth about what was written."""
 
 
-def _check_device(device: str) -> None:
-    if device == "cuda":
-        from npo.env import torch_device
+def _version() -> str:
+    from importlib import metadata
 
-        try:
-            torch_device(device)
-        except ValueError as e:
-            raise CLIError(f"--device: {e}") from None
+    try:
+        return metadata.version("npo-bench")
+    except metadata.PackageNotFoundError:
+        from npo import __version__
+
+        return __version__
+
+
+def _progress(args):
+    """tqdm's ``disable``: None (a bar on a terminal only), or forced by the flags."""
+    return {None: None, True: False, False: True}[args.progress]
+
+
+def _mem_available() -> int | None:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+#: bytes per unknown of the largest case: A, vectors, an AMG hierarchy or
+#: ILU fill, the direct solve for the error (N <= 65,536) -- measured peaks
+#: stay under ~1.5 KB per unknown on the standard suite; 4 KB is the margin
+BYTES_PER_UNKNOWN = 4096
+
+
+def _check_memory(selected) -> None:
+    avail = _mem_available()
+    if avail is None or not selected:
+        return
+    worst = max(selected, key=lambda c: c.N)
+    need = worst.N * BYTES_PER_UNKNOWN
+    if need > avail:
+        raise CLIError(f"the largest case ({worst.id}, N = {worst.N:,}) needs about "
+                       f"{need / 2**30:.1f} GiB; {avail / 2**30:.1f} GiB is available")
+
+
+def _select(args):
+    """The cases of a run (validated, nothing built) and the filter text."""
+    from npo import cases, methods
+    from npo.cases import Group
+    from npo.problemkinds import mtx_field
+
+    if args.matrix:
+        fld = mtx_field(args.matrix, args.rhs)
+        ms = methods.select_methods(args.method or ["all"])
+        suite = cases.Suite(fld.label, (Group("mtx", (0,), (fld,), tuple(ms)),),
+                            f"MatrixMarket file {args.matrix}")
+        filt = []
+    else:
+        if args.rhs:
+            raise CLIError("--rhs goes with --matrix")
+        suite = cases.get_suite(args.suite)
+        adhoc = [m for m in args.method or () if ":" in m]
+        if adhoc:  # run these methods on the suite's problems instead of its own methods
+            extra = tuple(methods.get_method(m) for m in adhoc)
+            suite = cases.Suite(suite.name, tuple(
+                Group(g.problem, g.sizes, g.fields, extra, g.ranks) for g in suite.groups),
+                suite.description, suite.rtol, suite.rhs_seed, suite.path)
+        filt = [(f"--{k}", v) for k, v in (("n", args.n), ("field", args.field),
+                                          ("method", [m for m in args.method or ()
+                                                      if ":" not in m])) if v]
+    if args.ranks:
+        suite = cases.Suite(suite.name, tuple(
+            Group(g.problem, g.sizes, g.fields, g.methods, tuple(args.ranks))
+            for g in suite.groups), suite.description, suite.rtol, suite.rhs_seed, suite.path)
+        filt.append(("--ranks", args.ranks))
+    meth = [m for m in args.method or () if ":" not in m] if not args.matrix else None
+    kw = dict(sizes=args.n, fields=args.field, methods=meth or None, device=args.device)
+    selected = cases.cases(suite, **kw)
+    skipped = cases.skipped(suite, **kw)
+    filter_text = " ".join(f"{k} {' '.join(map(str, v))}" for k, v in filt)
+    return suite, selected, skipped, filter_text
 
 
 def cmd_run(args) -> int:
     import pandas as pd
     from tqdm import tqdm
 
-    from npo import cases, measure
-    from npo.report import honesty, plots, store
-    from npo.report.io import write_csv, write_text
+    from npo import env, measure
+    from npo.fileio import ReportSet, check_output_dir
+    from npo.report import build, honesty
 
-    _check_device(args.device)
-    selected = cases.cases(args.suite, sizes=args.n, fields=args.field, methods=args.method)
+    # --- everything is checked before the first case is measured ------------------------
+    args.threads = env.clamp_threads(args.threads)
+    if args.device != "cpu":
+        try:
+            env.torch_device(args.device)
+        except (ImportError, ValueError) as e:
+            raise CLIError(f"--device: {e}") from None
+    suite, selected, skipped, filter_text = _select(args)
     if not selected:
-        raise CLIError(f"no runnable cases in suite {args.suite!r} with these filters")
-    skipped = cases.skipped(args.suite)
-    print(
-        f"npo-bench run: suite {args.suite!r}, {len(selected)} cases "
-        f"({len(skipped)} combinations skipped, see `npo-bench cases --suite {args.suite}`), "
-        f"threads={args.threads}, device={args.device}",
-        file=sys.stderr,
-    )
+        raise CLIError(f"no runnable cases in suite {suite.name!r} with these filters"
+                       + (f" ({len(skipped)} skipped; see `npo-bench cases`)" if skipped else ""))
+    _check_memory(selected)
+    out = Path(args.out)
+    if not args.no_write:
+        check_output_dir(out, build.estimate_run_bytes(len(selected)))
+    print(f"npo-bench run: suite {suite.name!r}{' (filtered: ' + filter_text + ')' if filter_text else ''}, "
+          f"{len(selected)} cases ({len(skipped)} combinations skipped), threads={args.threads}, "
+          f"device={args.device}", file=sys.stderr)
+
+    # --- measure -------------------------------------------------------------------------
     t0 = time.perf_counter()
-    bar = tqdm(selected, unit="case", file=sys.stderr, disable=args.no_progress)
-    records = []
-    for c in bar:
-        bar.set_postfix_str(c.id)
-        records.append(
-            measure.measure(
-                c, suite=args.suite, device=args.device, threads=args.threads, repeats=args.repeats
-            )
-        )
-    bar.close()
+    bar = tqdm(total=len(selected), unit="case", file=sys.stderr, disable=_progress(args))
+    try:
+        records = measure.run_cases(
+            selected, suite=suite.name, threads=args.threads, repeats=args.repeats,
+            filter=filter_text, progress=lambda c: bar.set_postfix_str(c.id),
+            on_record=lambda r: bar.update())
+    except KeyboardInterrupt:
+        raise Interrupted("no report was written; nothing was replaced") from None
+    finally:
+        bar.close()
     wall = time.perf_counter() - t0
-    df = pd.DataFrame(records, columns=measure.RECORD_COLUMNS)
-    table = honesty.honesty_frame(df)
-    print(honesty.honesty_text(table))
+    table = honesty.honesty_frame(pd.DataFrame(records))
+    not_run = [(c.problem, c.n, c.field.label, c.method.label, why) for c, why in skipped]
+    if args.json:
+        print(json.dumps(_run_json(suite.name, filter_text, records, table, not_run), indent=1,
+                         default=_json_default))
+    else:
+        print(honesty.honesty_text(table))
     print(f"measured {len(records)} cases in {wall:.1f} s", file=sys.stderr)
     if args.no_write:
         return EXIT_OK
-    out = Path(args.out)
-    stem = _honesty_stem(args.suite)
-    not_run = [(c.n, c.field.label, c.method.label, why) for c, why in skipped]
-    title = f"Wall-clock honesty table: suite {args.suite}"
-    written = [
-        write_text(out / f"{stem}.md", honesty.honesty_markdown(table, title, not_run)),
-        write_csv(out / f"{stem}.csv", table),
-        plots.plot_iterations(table, out / "plots" / f"{args.suite}-iterations.png"),
-        plots.plot_time_to_solution(table, out / "plots" / f"{args.suite}-time-to-solution.png"),
-        store.append_run(records, out / "runs", args.suite),
-    ]
-    for p in written:
+
+    # --- write the report set as one commit ----------------------------------------------------
+    rs = ReportSet(out)
+    try:
+        build.write_run_reports(records, out, suite=suite.name, filter_text=filter_text,
+                                skipped=not_run, rs=rs)
+    except KeyboardInterrupt:
+        raise Interrupted(rs.describe()) from None
+    except OSError as exc:
+        raise CLIError(f"writing the report set failed ({exc.strerror or exc}); "
+                       f"{rs.describe()}") from None
+    for p in rs.committed:
         print(f"wrote {p}", file=sys.stderr)
     return EXIT_OK
+
+
+def _json_default(o):
+    if isinstance(o, float) and math.isnan(o):
+        return None
+    if hasattr(o, "item"):
+        return o.item()
+    if hasattr(o, "isoformat"):
+        return o.isoformat()
+    return str(o)
+
+
+def _clean(v):
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if hasattr(v, "item"):
+        v = v.item()
+        return None if isinstance(v, float) and not math.isfinite(v) else v
+    if v is None or (not isinstance(v, str | bool | int | float)):
+        return None if v is None or str(v) in ("<NA>", "NaT", "nan") else str(v)
+    return v
+
+
+def _run_json(suite, filter_text, records, table, not_run) -> dict:
+    verdicts = [
+        {"case": r["case"], "method": r["method"], "verdict": r["verdict"],
+         "speedup_wall": _clean(r["speedup_wall_x"]), "speedup_wall_ci": [
+             _clean(r["wall_ci_lo"]), _clean(r["wall_ci_hi"])],
+         "speedup_iters": _clean(r["speedup_iters_x"]), "break_even": r["break_even"] or None}
+        for _, r in table.iterrows()
+    ]
+    return {
+        "suite": suite,
+        "filter": filter_text,
+        "records": [{k: _clean(v) for k, v in rec.items()} for rec in records],
+        "skipped": [{"problem": p, "n": n, "field": f, "method": m, "reason": why}
+                    for p, n, f, m, why in not_run],
+        "verdicts": verdicts,
+    }
 
 
 def cmd_cases(args) -> int:
     from npo import cases
 
-    for c in cases.cases(args.suite):
-        print(f"{c.id:32s} {c.method.krylov:4s} {c.method.description}")
-    for c, why in cases.skipped(args.suite):
-        print(f"{c.id:32s} SKIP {why}")
+    suite = cases.get_suite(args.suite)
+    run = cases.cases(suite, device=args.device)
+    skipped = cases.skipped(suite, device=args.device)
+    if args.json:
+        print(json.dumps({
+            "suite": suite.name, "description": suite.description,
+            "cases": [{"case": c.id, "problem": c.problem, "n": c.n, "N": c.N,
+                       "field": c.field.label, "method": c.method.label,
+                       "krylov": c.method.krylov, "maxiter": c.maxiter, "ranks": c.ranks}
+                      for c in run],
+            "skipped": [{"case": c.id, "reason": why} for c, why in skipped]}, indent=1))
+        return EXIT_OK
+    print(f"suite {suite.name}: {suite.description} ({len(run)} cases, {len(skipped)} skipped)")
+    for c in run:
+        print(f"{c.id:40s} {c.method.krylov:6s} {c.method.description}")
+    for c, why in skipped:
+        print(f"{c.id:40s} SKIP   {why}")
     return EXIT_OK
 
 
 def cmd_report(args) -> int:
+    from npo.fileio import check_output_dir
     from npo.report import build
 
-    paths = build.build_reports(
-        asv_dir=args.asv, benchmarks_dir=args.benchmarks, runs_dir=args.runs, out=args.out
-    )
+    check_output_dir(args.out, 4 * 2**20)
+    if args.parquet:
+        import importlib.util
+
+        if importlib.util.find_spec("pyarrow") is None:
+            raise CLIError("--parquet needs pyarrow: pip install pyarrow")
+    notes: list[str] = []
+    paths = build.build_reports(asv_dir=args.asv, benchmarks_dir=args.benchmarks,
+                                runs_dir=args.runs, out=args.out, skip_bad=args.skip_bad,
+                                notes=notes, parquet=args.parquet)
+    for n in notes:
+        print(f"note: {n}", file=sys.stderr)
     for p in paths:
         print(f"wrote {p}", file=sys.stderr)
     return EXIT_OK
@@ -116,59 +266,205 @@ def cmd_gate(args) -> int:
     return gate.run_gate(args)
 
 
+def cmd_train(args) -> int:
+    from dataclasses import fields
+
+    from npo.fileio import check_output_dir
+    from npo.neural.config import TrainConfig
+
+    names = {f.name for f in fields(TrainConfig)}
+    cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in names})
+    if not str(cfg.out).endswith(".pt"):
+        raise CLIError(f"--out must name a .pt file, got {cfg.out!r}")
+    check_output_dir(Path(cfg.out).resolve().parent, 2 * 2**20)
+    from npo.neural.train import estimate_bytes, train
+
+    need, avail = estimate_bytes(cfg), _mem_available()
+    if avail is not None and need > avail:
+        raise CLIError(f"this training run needs about {need / 2**30:.1f} GiB; "
+                       f"{avail / 2**30:.1f} GiB is available")
+    if cfg.device != "cpu":
+        from npo.env import torch_device
+
+        torch_device(cfg.device)
+    res = train(cfg)
+    m = res.metadata
+    print(f"wrote {res.path} ({m['params']} params, n={m['n']}, fields={m['fields']}): "
+          f"train_s={m['train_s']:.1f}, final loss {m['final_loss']['total']:.4f}")
+    return EXIT_OK
+
+
+def cmd_publish(args) -> int:
+    from npo.report import asv_offline
+
+    return asv_offline.publish(args.html)
+
+
+def _add_progress(p) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--progress", dest="progress", action="store_const", const=True, default=None,
+                   help="always draw the progress bar")
+    g.add_argument("--no-progress", dest="progress", action="store_const", const=False,
+                   help="never draw it (default: only on a terminal)")
+
+
+def _add_train_parser(sub) -> None:
+    from npo.neural.config import TrainConfig
+    from npo.problems import FIELDS
+
+    d = TrainConfig.__dataclass_fields__
+    p = sub.add_parser(
+        "train", help="train an NPO model and write a checkpoint + JSON sidecar",
+        description="Train the Neural Preconditioning Operator (report 06, section 4) and write "
+                    "a checkpoint with a JSON sidecar. Needs npo-bench[neural] (torch).")
+    p.add_argument("--n", type=int, nargs="+", default=list(d["n"].default),
+                   help="grid size(s); several give multi-resolution training (default 32)")
+    p.add_argument("--field", dest="fields", nargs="+", default=list(d["fields"].default),
+                   help=f"coefficient field famil(ies), from {sorted(FIELDS)} (default constant)")
+    p.add_argument("--contrast", type=float, nargs=2, default=list(d["contrast"].default),
+                   metavar=("LO", "HI"), help="log-uniform contrast range of non-constant fields")
+    p.add_argument("--num-coef", type=int, default=d["num_coef"].default,
+                   help="random coefficient matrices per non-constant field and grid size")
+    p.add_argument("--coef-seed", type=int, default=d["coef_seed"].default,
+                   help="first coefficient-field seed (default 1000; benchmarks use 0)")
+    p.add_argument("--num-rhs", type=int, nargs="+", default=list(d["num_rhs"].default),
+                   help="GRF right-hand sides per matrix (one value, or one per --n)")
+    p.add_argument("--rhs-seed", type=int, default=d["rhs_seed"].default, help="first GRF seed")
+    p.add_argument("--record-iters", type=int, nargs="+", default=list(d["record_iters"].default),
+                   help="plain-CG iterations whose residuals become samples")
+    p.add_argument("--epochs", type=int, default=d["epochs"].default, help="epochs (400)")
+    p.add_argument("--batch-size", type=int, default=d["batch_size"].default, help="batch (32)")
+    p.add_argument("--lr", type=float, default=d["lr"].default, help="peak learning rate")
+    p.add_argument("--lr-min", type=float, default=d["lr_min"].default, help="final learning rate")
+    p.add_argument("--warmup", type=int, default=None,
+                   help="warm-up epochs (default: 2.5%% of --epochs)")
+    p.add_argument("--seed", type=int, default=d["seed"].default, help="torch/numpy seed")
+    p.add_argument("--width", type=int, default=d["width"].default, help="channels (32)")
+    p.add_argument("--num-coarse", type=int, default=d["num_coarse"].default,
+                   help="learned coarse queries (64)")
+    p.add_argument("--heads", type=int, default=d["heads"].default, help="attention heads (4)")
+    p.add_argument("--ffn-mult", type=int, default=d["ffn_mult"].default,
+                   help="FFN hidden width / width (4)")
+    p.add_argument("--coef-channel", action=argparse.BooleanOptionalAction, default=None,
+                   help="log-coefficient input channel (default: on iff a non-constant field)")
+    p.add_argument("--threads", type=int, default=d["threads"].default, help="torch/BLAS threads")
+    p.add_argument("--device", default=d["device"].default, help="cpu or cuda[:k]")
+    p.add_argument("--precision", default=d["precision"].default,
+                   help="fp32 (default) or bf16 (autocast GEMMs/convolutions while training)")
+    p.add_argument("--init", default=None,
+                   help="start from this checkpoint's weights (shipped name or .pt path)")
+    p.add_argument("--out", required=True,
+                   help="checkpoint path (.pt); a .json sidecar is written next to it")
+    _add_progress(p)
+    p.set_defaults(func=cmd_train)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from npo import cases
 
-    p = argparse.ArgumentParser(prog="npo-bench", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="npo-bench", description=__doc__.splitlines()[0] + " Honest benchmarks of "
+        "preconditioned Krylov solvers on sparse SPD systems.")
+    p.add_argument("--version", action="version", version=f"npo-bench {_version()}")
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    suites = ", ".join(cases.BUILTIN_SUITES)
 
-    r = sub.add_parser("run", help="run a suite and print/write the honesty table")
-    r.add_argument("--suite", default="quick", help=f"one of {sorted(cases.SUITES)} (default quick)")
-    r.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="NPO device")
+    r = sub.add_parser(
+        "run", help="run a suite and print/write its honesty table",
+        description="Measure every case of a suite with the protocol (setup, apply, solve, "
+                    "iterations, residuals), print the wall-clock honesty table, and commit the "
+                    "report set (table .md/.csv, plots, run-store file) under --out as one "
+                    "whole. Filtered runs write under a name that says so.")
+    r.add_argument("--suite", default="quick",
+                   help=f"built-in suite ({suites}) or a .toml suite file (default quick)")
+    r.add_argument("--matrix", help="benchmark this MatrixMarket file instead of a suite")
+    r.add_argument("--rhs", help="with --matrix: right-hand side (MatrixMarket, one column)")
+    r.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                   help="device of the run; methods without it are skipped, with the reason")
     r.add_argument("--out", default="reports", help="report directory (default reports/)")
-    r.add_argument("--threads", type=int, default=1, help="BLAS/OpenMP/torch threads (default 1)")
-    r.add_argument("--repeats", type=int, default=3, help="timing repeats per stage (default 3)")
-    r.add_argument("--n", type=int, nargs="+", help="only these grid sizes")
-    r.add_argument("--field", nargs="+", help=f"only these fields: {list(cases.FIELDS)}")
-    r.add_argument("--method", nargs="+", help=f"only these methods: {list(cases.METHODS)}")
+    r.add_argument("--threads", type=int, default=1,
+                   help="BLAS/OpenMP/torch threads, 1 to the core count (default 1)")
+    r.add_argument("--repeats", type=int, default=5,
+                   help="samples per timed stage (default 5; verdicts need 3)")
+    r.add_argument("--n", type=int, nargs="+", help="only these sizes")
+    r.add_argument("--field", nargs="+", help="only these fields")
+    r.add_argument("--method", nargs="+",
+                   help="only these methods (labels), or package.module:attr to run your own")
+    r.add_argument("--ranks", type=int, nargs="+", help="MPI ranks (methods with MPI support)")
     r.add_argument("--no-write", action="store_true", help="print only, write nothing")
-    r.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    r.add_argument("--json", action="store_true",
+                   help="print records, skips and verdicts as JSON instead of the table")
+    _add_progress(r)
     r.set_defaults(func=cmd_run)
 
-    c = sub.add_parser("cases", help="list a suite's cases and the skipped combinations")
-    c.add_argument("--suite", default="quick")
+    c = sub.add_parser(
+        "cases", help="list what a suite expands to, with the skipped combinations",
+        description="Expand a suite (built-in or .toml file) into its cases, with each skipped "
+                    "combination's reason; nothing is measured.")
+    c.add_argument("--suite", default="quick",
+                   help=f"built-in suite ({suites}) or a .toml suite file (default quick)")
+    c.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="device (cpu)")
+    c.add_argument("--json", action="store_true", help="print as JSON")
     c.set_defaults(func=cmd_cases)
 
-    rep = sub.add_parser("report", help="history and tables from asv, pytest-benchmark and runs")
+    rep = sub.add_parser(
+        "report", help="history, tables and plots from asv, pytest-benchmark and runs",
+        description="Load asv results, pytest-benchmark JSON and the run store into one tidy "
+                    "frame and commit measurements.csv, history.md/.csv (time changes flagged "
+                    "only when significant), latest-honesty.md and plots as one set. With no "
+                    "source given, the default places that exist are used; an empty one is "
+                    "skipped with a note.")
     rep.add_argument("--asv", default=None, help="asv results directory (e.g. .asv/results)")
-    rep.add_argument("--benchmarks", default=None, help="pytest-benchmark storage (.benchmarks)")
+    rep.add_argument("--benchmarks", default=None,
+                     help="pytest-benchmark JSON file or storage directory (.benchmarks)")
     rep.add_argument("--runs", default=None, help="run store (reports/runs)")
     rep.add_argument("--out", default="reports", help="output directory (default reports/)")
+    rep.add_argument("--skip-bad", action="store_true",
+                     help="skip run files that fail validation (with a warning) instead of failing")
+    rep.add_argument("--parquet", action="store_true",
+                     help="also write measurements.parquet (needs pyarrow)")
     rep.set_defaults(func=cmd_report)
 
-    g = sub.add_parser("gate", help="CI performance gate on the quick suite")
+    g = sub.add_parser(
+        "gate", help="CI performance gate on the quick suite",
+        description="Compare iterations, accuracy, memory and cost in SpMV units (apply, "
+                    "iteration, setup) with the committed baseline; exit 1 on a regression. "
+                    "The rules and tolerances are printed with the result.")
     from npo.gate import add_arguments
 
     add_arguments(g)
     g.set_defaults(func=cmd_gate)
 
-    from npo.neural.train import add_train_parser
+    _add_train_parser(sub)
 
-    add_train_parser(sub)
+    pub = sub.add_parser(
+        "publish", help="asv publish, with its HTML made to work offline",
+        description="Run `asv publish` and rewrite the HTML to load jQuery, flot and bootstrap "
+                    "from vendored copies instead of CDNs, so it renders with no network.")
+    pub.add_argument("--html", default=".asv/html", help="asv's html_dir (default .asv/html)")
+    pub.set_defaults(func=cmd_publish)
     return p
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    old = signal.signal(signal.SIGTERM, _raise_interrupt) if _main_thread() else None
     try:
-        if getattr(args, "repeats", 1) < 1 or getattr(args, "threads", 1) < 1:
-            raise CLIError("--repeats and --threads must be >= 1")
+        if getattr(args, "repeats", 1) < 1:
+            raise CLIError("--repeats must be >= 1")
         return int(args.func(args) or 0)
+    except Interrupted as exc:
+        print(f"npo-bench: interrupted; {exc}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except KeyboardInterrupt:
         print("npo-bench: interrupted; no report was written", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except (CLIError, ValueError, FileNotFoundError, RuntimeError, OSError) as exc:
         if args.debug:
             raise
@@ -180,6 +476,15 @@ def main(argv=None) -> int:
         print(f"npo-bench: internal error: {type(exc).__name__}: {exc} (rerun with --debug)",
               file=sys.stderr)
         return EXIT_ERROR
+    finally:
+        if old is not None:
+            signal.signal(signal.SIGTERM, old)
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
 
 
 if __name__ == "__main__":

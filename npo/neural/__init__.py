@@ -7,9 +7,11 @@ read the shipped models' metadata from their JSON sidecars with
 
 Four rooms, as in neuraloperator: :mod:`npo.neural.model` (the NAMG network),
 :mod:`npo.neural.data` (operators, CG residuals, exact targets),
-:mod:`npo.neural.train` (losses, schedule, CLI) and
-:mod:`npo.neural.checkpoint` (format, validation). :mod:`npo.neural.flops`
-measures apply cost, :mod:`npo.neural.eval` prints the evaluation figures.
+:mod:`npo.neural.config` and :mod:`npo.neural.train` (options; the trainer)
+and :mod:`npo.neural.checkpoint` (format, validation). :mod:`npo.neural.flops`
+counts FLOPs. The evaluation figures are the ``npo`` suite
+(``npo-bench run --suite npo``) and the asv benchmark ``bench_neural``. This
+package imports neither the preconditioner adapters nor the protocol.
 
 >>> sorted(shipped_models())
 ['poisson', 'poisson32', 'varcoef']
@@ -30,7 +32,6 @@ __all__ = [
     "resolve_checkpoint",
     "shipped_models",
     "train",
-    "weights_info",
 ]
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -64,14 +65,6 @@ def shipped_models() -> dict[str, dict]:
         with open(side) as f:
             out[side.stem] = json.load(f)
     return out
-
-
-def weights_info(name: str) -> dict:
-    """Metadata of one shipped model (ValueError listing the names if unknown)."""
-    models = shipped_models()
-    if name not in models:
-        raise ValueError(f"unknown shipped NPO model {name!r}; expected one of {sorted(models)}")
-    return models[name]
 
 
 def resolve_checkpoint(name_or_path) -> Path:

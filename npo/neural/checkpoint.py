@@ -23,13 +23,15 @@ is moved into place, so a failure never leaves a partial checkpoint.
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 
 import torch
 
+from npo.fileio import atomic_path, write_text
 from npo.neural import WEIGHTS_DIR, resolve_checkpoint
+from npo.neural.config import LIMITS
 from npo.neural.model import NAMG
-from npo.report.io import atomic_path, write_text
 
 __all__ = [
     "FORMAT",
@@ -114,6 +116,15 @@ def save_checkpoint(model: NAMG, path, metadata: dict | None = None, *, sidecar:
     return path
 
 
+def _unpickler_reason(msg: str) -> str:
+    """The informative part of torch's weights_only error (whole, on one line)."""
+    flat = " ".join(msg.split())
+    if "WeightsUnpickler error:" in flat:
+        flat = flat.split("WeightsUnpickler error:", 1)[1]
+        flat = flat.split(" Check the documentation of torch.load", 1)[0]
+    return flat.strip()
+
+
 def load_checkpoint(path_or_name, map_location="cpu") -> dict:
     """Read and validate a checkpoint; return its dict (see the module docstring).
 
@@ -123,13 +134,19 @@ def load_checkpoint(path_or_name, map_location="cpu") -> dict:
     where = str(path)
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # torch raises several types for bad bytes; all mean "unreadable"
-        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-        # torch's weights_only message puts the actual reason on a later line
-        msg = next((ln for ln in lines if "error:" in ln.lower()), lines[0] if lines else "")
+    except pickle.UnpicklingError as e:
+        reason = _unpickler_reason(str(e))
+        if "Unsupported global" in reason:
+            raise ValueError(
+                f"{where}: refused: the file holds objects that safe loading does not allow "
+                f"(possibly not a checkpoint, possibly malicious); torch: {reason}"
+            ) from None
+        raise ValueError(f"{where}: not a readable NPO checkpoint (corrupt or truncated file: "
+                         f"{reason})") from None
+    except Exception as e:  # noqa: BLE001 - torch raises several types for bad bytes
         raise ValueError(
             f"{where}: not a readable NPO checkpoint (corrupt or truncated file: "
-            f"{type(e).__name__}: {msg[:200]})"
+            f"{type(e).__name__}: {' '.join(str(e).split())})"
         ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         got = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
@@ -149,6 +166,13 @@ def load_checkpoint(path_or_name, map_location="cpu") -> dict:
             f"{where}: model config keys {sorted(config)} do not match the expected "
             f"{sorted(_CONFIG_KEYS)}"
         )
+    # bound the sizes before anything is allocated from them
+    for key, limit in LIMITS.items():
+        v = config[key]
+        if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= limit:
+            raise ValueError(f"{where}: model config {key} = {v!r} is outside [1, {limit}]")
+    if not isinstance(config["coef_channel"], bool):
+        raise ValueError(f"{where}: model config coef_channel must be true or false")
     return ckpt
 
 

@@ -39,7 +39,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.linalg import splu
 
-from npo.krylov import pcg
+from npo.krylov import pcg, rhs_scale
 from npo.problems import FIELDS, coefficient, diffusion_2d, grf_rhs, poisson_2d
 
 __all__ = [
@@ -196,7 +196,8 @@ def record_cg_residuals(A, b, iterations, *, rtol: float = 1e-10) -> dict[int, n
     # pcg stops at maxiter before calling M again, so one extra iteration is
     # needed for M to see the residual after iterations[-1] steps
     pcg(A, b, rec, rtol=rtol, maxiter=iterations[-1] + 1)
-    return {k: rec.residuals[k] for k in iterations if k < len(rec.residuals)}
+    scale = rhs_scale(b)  # M sees the residuals of the exactly rescaled system
+    return {k: rec.residuals[k] / scale for k in iterations if k < len(rec.residuals)}
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from __future__ import annotations
 import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
-__all__ = ["apply_cost", "count_flops", "mm_throughput"]
+__all__ = ["count_flops", "median_time", "mm_throughput"]
 
 _aten = torch.ops.aten
 # FlopCounterMode knows the CUDA flash/efficient kernels; give the CPU one the same formula
@@ -76,13 +76,13 @@ def count_flops(model, n: int, *, inputs=None, batch: int = 1) -> dict:
     return {"total": int(fc.get_total_flops()), "by_op": by_op}
 
 
-def _median_time(fn, repeats: int, min_time: float = 0.05) -> float:
+def median_time(fn, repeats: int, min_time: float = 0.05) -> float:
     """Median seconds per call (batches of >= ``min_time``) after two warm-up calls."""
-    from npo.measure import _median_per_call
+    from npo.timing import median_per_call
 
     fn()  # warm-up: lazy initialisation, allocator, cuDNN's algorithm choice
     fn()
-    return _median_per_call(fn, repeats, min_time)
+    return median_per_call(fn, repeats, min_time)
 
 
 def mm_throughput(size: int = 1024, repeats: int = 5, device: str = "cpu") -> float:
@@ -109,61 +109,5 @@ def mm_throughput(size: int = 1024, repeats: int = 5, device: str = "cpu") -> fl
         def fn():
             torch.mm(a, b, out=out)
 
-    dt = _median_time(fn, repeats)
+    dt = median_time(fn, repeats)
     return 2.0 * size**3 / dt
-
-
-def apply_cost(checkpoint: str = "poisson", n: int = 128, *, threads: int = 1,
-               repeats: int = 7, device: str = "cpu") -> dict:
-    """Median apply time, FLOPs and the fraction of float32 GEMM throughput at size n.
-
-    Builds ``NPO(checkpoint).setup(poisson_2d(n))`` (or the model's own
-    field, which does not change the cost), times ``apply`` on a GRF residual
-    with ``threads`` pinned, counts FLOPs, and measures ``torch.mm`` in the
-    same process.
-
-    Returns
-    -------
-    dict
-        n, threads, device, flops, flops_by_op, apply_s, flops_per_s,
-        mm_flops_per_s, mm_fraction, params.
-    """
-    from npo.env import pinned_threads
-    from npo.precond.neural import NPO
-    from npo.problems import grf_rhs, poisson_2d
-
-    with pinned_threads(threads):
-        M = NPO(checkpoint, device=device).setup(poisson_2d(n))
-        r = grf_rhs(n, seed=7)
-        counted = count_flops(M.model, n, inputs=M._inputs)
-        apply_s = _median_time(lambda: M.apply(r), repeats)
-        mm = mm_throughput(device=device)
-    flops = counted["total"]
-    return {
-        "n": n,
-        "threads": threads,
-        "device": device,
-        "params": M.model.num_parameters(),
-        "flops": flops,
-        "flops_by_op": counted["by_op"],
-        "apply_s": apply_s,
-        "flops_per_s": flops / apply_s,
-        "mm_flops_per_s": mm,
-        "mm_fraction": flops / apply_s / mm,
-    }
-
-
-if __name__ == "__main__":  # pragma: no cover - a convenience printout
-    import argparse
-
-    ap = argparse.ArgumentParser(description="NPO apply cost: time, FLOPs, fraction of GEMM rate")
-    ap.add_argument("--checkpoint", default="poisson")
-    ap.add_argument("--n", type=int, nargs="+", default=[32, 128, 256])
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--device", default="cpu", help="cpu or cuda[:k]")
-    a = ap.parse_args()
-    for n in a.n:
-        c = apply_cost(a.checkpoint, n, threads=a.threads, device=a.device)
-        print(f"{a.device} n={n:4d}  apply {c['apply_s'] * 1e3:8.3f} ms  {c['flops'] / 1e6:9.1f} MFLOP  "
-              f"{c['flops_per_s'] / 1e9:6.1f} GFLOP/s  mm {c['mm_flops_per_s'] / 1e9:6.1f} GFLOP/s"
-              f"  fraction {c['mm_fraction']:.3f}  {c['flops_by_op']}")

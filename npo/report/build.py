@@ -1,7 +1,14 @@
-"""``npo-bench report``: one DataFrame from every source, then history, tables, plots.
+"""Report sets: what ``npo-bench run`` and ``npo-bench report`` write, each as one commit.
 
-All sources are loaded and validated before anything is written, and each
-file is written atomically, so a failed report never replaces a good one.
+Both writers stage every file of their set in a :class:`npo.fileio.ReportSet`
+and commit it as a whole: the previous set or the new one is present in
+full, never a mix.
+
+Names. The canonical honesty table ``honesty.md`` belongs to the full
+``standard`` suite; other suites write ``honesty-<suite>.md``. A run narrowed
+by ``--n/--field/--method`` is *filtered*: it writes
+``honesty-<suite>-filtered-<hash>.md`` (the hash names the filter), records
+the filter in the run store, and is never chosen as a suite's latest table.
 """
 
 from __future__ import annotations
@@ -10,32 +17,77 @@ from pathlib import Path
 
 import pandas as pd
 
+from npo.fileio import ReportSet, recover
 from npo.report import history as hist
 from npo.report import honesty, plots
-from npo.report.io import write_csv, write_text
 from npo.report.load import load_all
+from npo.report.store import filter_tag, stage_run
 
-__all__ = ["DEFAULT_SOURCES", "build_reports", "latest_honesty"]
+__all__ = ["DEFAULT_SOURCES", "build_reports", "estimate_run_bytes", "latest_honesty",
+           "report_stem", "write_run_reports"]
 
-DEFAULT_SOURCES = {"asv_dir": ".asv/results", "benchmarks_dir": ".benchmarks", "runs_dir": "reports/runs"}
+DEFAULT_SOURCES = {"asv_dir": ".asv/results", "benchmarks_dir": ".benchmarks",
+                   "runs_dir": "reports/runs"}
+#: the suite whose table is the canonical ``honesty.md``
+CANONICAL_SUITE = "standard"
+
+
+def report_stem(suite: str, filter_text: str = "") -> str:
+    """``honesty`` (full standard suite), ``honesty-<suite>``, or ``...-filtered-<hash>``."""
+    stem = "honesty" if suite == CANONICAL_SUITE else f"honesty-{suite}"
+    return f"{stem}-filtered-{filter_tag(filter_text)}" if filter_text else stem
+
+
+def estimate_run_bytes(n_cases: int) -> int:
+    """Rough size of a run's report set: tables and store rows plus two plots."""
+    return 4096 * n_cases + 2 * 400 * 1024 + 64 * 1024
+
+
+def write_run_reports(records: list[dict], out, *, suite: str, filter_text: str = "",
+                      skipped=(), rs: ReportSet | None = None) -> ReportSet:
+    """Stage the honesty table (md, csv), its plots and the run-store file, then commit."""
+    out = Path(out)
+    df = pd.DataFrame(records)
+    table = honesty.honesty_frame(df)
+    stem = report_stem(suite, filter_text)
+    title = f"Wall-clock honesty table: suite {suite}"
+    note = (f"Filtered run (`{filter_text}`): not the suite's canonical table." if filter_text
+            else "")
+    plot_stem = stem.removeprefix("honesty").lstrip("-") or suite
+    rs = rs if rs is not None else ReportSet(out)
+    with rs:
+        rs.text(f"{stem}.md", honesty.honesty_markdown(table, title, skipped, note))
+        rs.csv(f"{stem}.csv", table)
+        plots.plot_iterations(table, f"plots/{plot_stem}-iterations.png", rs=rs)
+        if table["total_s"].notna().any():
+            plots.plot_time_to_solution(table, f"plots/{plot_stem}-time-to-solution.png", rs=rs)
+        stage_run(rs, records, suite, filter_text)
+    return rs
 
 
 def latest_honesty(df: pd.DataFrame) -> pd.DataFrame:
-    """Honesty frame of the newest run: CLI runs first, else the newest asv commit."""
-    src = "cli" if (df["source"] == "cli").any() else df["source"].iloc[0]
-    d = df[df["source"] == src]
-    d = hist.latest(d)
-    if src == "cli":
-        newest = d.sort_values("timestamp").iloc[-1]
-        d = d[(d["machine"] == newest["machine"]) & (d["commit"] == newest["commit"])]
+    """Honesty frame of the newest unfiltered CLI run, else the newest asv commit.
+
+    Filtered runs (a non-empty ``filter``) are never promoted to "latest".
+    """
+    cli = df[(df["source"] == "cli") & (df["filter"].fillna("") == "")]
+    if not cli.empty:
+        newest = cli.sort_values("timestamp").iloc[-1]
+        d = cli[(cli["machine"] == newest["machine"]) & (cli["commit"] == newest["commit"])
+                & (cli["suite"] == newest["suite"]) & (cli["device"] == newest["device"])]
         d = d.sort_values("timestamp").drop_duplicates("case", keep="last")
     else:
+        d = hist.latest(df[df["source"] == df["source"].iloc[0]])
         d = d[d["machine"] == d["machine"].iloc[0]]
-    return honesty.honesty_frame(d.sort_values(["n", "field"], kind="stable"))
+    return honesty.honesty_frame(d.sort_values(["problem", "n", "field"], kind="stable"))
 
 
-def build_reports(asv_dir=None, benchmarks_dir=None, runs_dir=None, out="reports") -> list[Path]:
+def build_reports(asv_dir=None, benchmarks_dir=None, runs_dir=None, out="reports", *,
+                  skip_bad: bool = False, notes: list | None = None,
+                  parquet: bool = False) -> list[Path]:
+    """Load every source, then commit history, tables, measurements and plots as one set."""
     given = {"asv_dir": asv_dir, "benchmarks_dir": benchmarks_dir, "runs_dir": runs_dir}
+    notes = notes if notes is not None else []
     if all(v is None for v in given.values()):
         given = {k: v for k, v in DEFAULT_SOURCES.items() if Path(v).exists()}
         if not given:
@@ -43,22 +95,27 @@ def build_reports(asv_dir=None, benchmarks_dir=None, runs_dir=None, out="reports
                 "no results found at the default places "
                 f"({', '.join(DEFAULT_SOURCES.values())}); pass --asv, --benchmarks or --runs"
             )
-    df = load_all(**given)
+    if given.get("runs_dir") is not None:
+        recover(given["runs_dir"])  # finish or undo what a killed writer left there
+    df = load_all(**given, skip_bad=skip_bad, notes=notes)
     h = hist.history(df)
     table = latest_honesty(df)
     out = Path(out)
-    md_history = hist.history_markdown(h)
-    md_table = honesty.honesty_markdown(table, "Latest honesty table (from `npo-bench report`)")
-    paths = [
-        write_csv(out / "measurements.csv", df),
-        write_csv(out / "history.csv", h),
-        write_text(out / "history.md", md_history),
-        write_text(out / "latest-honesty.md", md_table),
-        plots.plot_history(h, out / "plots" / "history-iterations.png", "iterations"),
-    ]
-    if h["solve_s"].notna().any():
-        paths.append(plots.plot_history(h, out / "plots" / "history-solve.png", "solve_s"))
-    paths.append(plots.plot_iterations(table, out / "plots" / "latest-iterations.png"))
-    if table["total_s"].notna().any():
-        paths.append(plots.plot_time_to_solution(table, out / "plots" / "latest-time-to-solution.png"))
-    return paths
+    with ReportSet(out) as rs:
+        rs.csv("measurements.csv", df)
+        if parquet:
+            with rs.stage("measurements.parquet") as tmp:
+                df.to_parquet(tmp, index=False)
+        rs.csv("history.csv", h)
+        rs.text("history.md", hist.history_markdown(h))
+        rs.text("latest-honesty.md", honesty.honesty_markdown(
+            table, "Latest honesty table (from `npo-bench report`)"))
+        plots.plot_history(h, "plots/history-iterations.png", "iterations", rs=rs)
+        for value in ("solve_s", "apply_per_spmv"):
+            if h[value].notna().any():
+                name = "history-solve.png" if value == "solve_s" else "history-apply-per-spmv.png"
+                plots.plot_history(h, f"plots/{name}", value, rs=rs)
+        plots.plot_iterations(table, "plots/latest-iterations.png", rs=rs)
+        if table["total_s"].notna().any():
+            plots.plot_time_to_solution(table, "plots/latest-time-to-solution.png", rs=rs)
+    return rs.committed

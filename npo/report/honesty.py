@@ -1,15 +1,24 @@
 """The wall-clock honesty table.
 
-For each case (grid size, field) one row per method: iterations, setup,
-per-apply cost (ms and in SpMVs of the same matrix), solve, total time to
-solution, and the speed-up over plain CG in iterations *and* in wall-clock,
-side by side. The verdict is decided by wall-clock alone: a method that
-saves iterations but takes longer reads as losing. For the NPO the table adds
-the training time and the break-even number of solves,
-``train_s / (CG total - NPO total)``, or "never" when the NPO is not faster.
+For each case (device, problem, size, field) one row per method: iterations,
+setup, per-apply cost (ms and in SpMVs of the same matrix on the same
+device), solve, total time to solution, and the speed-up over plain CG in
+iterations *and* in wall-clock, side by side, with the wall-clock speed-up's
+confidence interval. The verdict is decided by wall-clock alone, with a
+noise band:
 
-When plain CG itself hits the iteration cap, its time is a lower bound, so
-the speed-ups against it are shown as lower bounds (">=").
+* "wins" / "LOSES" only when the 95% bootstrap confidence interval of the
+  speed-up (CG total / method total; setup and solve samples resampled
+  independently, :func:`npo.stats.speedup_ci`) lies entirely above
+  :data:`TIE_BAND` / below its inverse;
+* "tie" otherwise: the difference is within the run-to-run noise.
+
+A method that saves iterations but loses wall-clock reads "LOSES despite
+Nx fewer iterations". A method with training cost (``train_s``) adds the
+break-even number of solves, ``train_s / (CG total - method total)``, or
+"never" when it is not faster. When plain CG itself hits the iteration cap,
+its time is a lower bound, so the speed-ups against it are lower bounds
+(">="). A table never mixes devices: a device is a section of its own.
 """
 
 from __future__ import annotations
@@ -20,19 +29,23 @@ import math
 import numpy as np
 import pandas as pd
 
-__all__ = ["honesty_frame", "honesty_markdown", "honesty_text", "footnotes"]
+from npo.stats import MIN_SAMPLES, speedup_ci, verdict_band
 
+__all__ = ["BASELINE", "TIE_BAND", "footnotes", "honesty_frame", "honesty_markdown",
+           "honesty_text"]
+
+#: The reference method of every section.
 BASELINE = "cg"
-
-DISPLAY_COLUMNS = [
-    "method", "krylov", "iterations", "converged", "setup_ms", "apply_ms", "apply_x_spmv",
-    "solve_ms", "total_ms", "speedup_iters", "speedup_wall", "verdict", "memory",
-    "train_s", "break_even",
-]  # fmt: skip
+#: Speed-ups inside [1/TIE_BAND, TIE_BAND] are ties whatever the CI says: the
+#: run-to-run spread of one method's total on this kind of machine (Jacobi
+#: vs CG at n = 32 read 0.95x in one run and 1.02x in the next).
+TIE_BAND = 1.10
+CI_LEVEL = 0.95
+SECTION = ["device", "problem", "n", "field"]
 
 
 def _fmt_bytes(b) -> str:
-    if b is None or (isinstance(b, float) and math.isnan(b)):
+    if b is None or pd.isna(b):
         return ""
     b = float(b)
     for unit in ("B", "KiB", "MiB", "GiB"):
@@ -43,55 +56,83 @@ def _fmt_bytes(b) -> str:
 
 
 def _fmt_num(x, digits=3) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
+    if x is None or pd.isna(x):
         return "-"
+    x = float(x)
     if x == 0:
         return "0"
-    mag = abs(x)
-    if mag >= 1000:
+    if abs(x) >= 1000:
         return f"{x:,.0f}"
     return f"{x:.{digits}g}"
 
 
-def _speedup(base_value, base_ok, value, ok) -> tuple[float, str]:
-    """Speed-up base/value; a lower bound when the baseline did not converge."""
-    if not ok or not np.isfinite(value) or value <= 0 or not np.isfinite(base_value):
-        return math.nan, "-"
-    s = base_value / value
-    return s, (f"{s:.2f}x" if base_ok else f">={s:.2f}x")
+def _samples(v) -> list[float]:
+    if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)):
+        return []
+    try:
+        return [float(x) for x in json.loads(str(v))]
+    except (TypeError, ValueError):
+        return []
 
 
-def honesty_frame(records: pd.DataFrame) -> pd.DataFrame:
-    """Add speed-ups, verdicts and break-even solves to tidy run records.
+def _groups(r) -> list[list[float]]:
+    """[setup samples, solve samples] of a row, falling back to the medians."""
+    setup = _samples(r.get("setup_samples")) or [float(r["setup_s"])]
+    solve = _samples(r.get("solve_samples"))
+    if not solve:
+        solve = [float(r["solve_s"])] if pd.notna(r.get("solve_s")) else [
+            float(r.get("elapsed_s", math.nan))]
+    return [setup, solve]
 
-    ``records`` has one row per (n, field, method) with the RECORD_COLUMNS of
-    :mod:`npo.measure`. Returns a new frame, sorted by case, with numeric
-    ``speedup_iters_x``/``speedup_wall_x`` and display columns.
+
+def honesty_frame(records: pd.DataFrame, baseline: str = BASELINE) -> pd.DataFrame:
+    """Add speed-ups, their confidence intervals, verdicts and break-even solves.
+
+    ``records`` has one row per case with the record columns
+    (:data:`npo.schema.RECORD_COLUMNS`). Returns a new frame, sorted by
+    section, with numeric ``speedup_iters_x``/``speedup_wall_x``/
+    ``wall_ci_lo``/``wall_ci_hi`` and display columns.
     """
     if records.empty:
         raise ValueError("no records to tabulate")
     df = records.copy()
+    for c, default in (("device", "cpu"), ("problem", "diffusion_2d"), ("ranks", 1)):
+        if c not in df:
+            df[c] = default
+        df[c] = df[c].fillna(default)
     df["converged"] = df["converged"].astype(bool)
     out = []
-    for (_, _), g in df.groupby(["n", "field"], sort=False):
-        base = g[g["method"] == BASELINE]
-        if base.empty:
-            b_its, b_time, b_ok = math.nan, math.nan, False
-        else:
-            b = base.iloc[0]
-            b_ok = bool(b["converged"])
-            b_its = float(b["iterations"])
-            # an unconverged CG ran to the cap: its elapsed time is a lower bound
-            b_time = float(b["total_s"] if b_ok else b["setup_s"] + b["elapsed_s"])
+    for _, g in df.groupby(SECTION, sort=False):
+        base = g[(g["method"] == baseline) & (g["ranks"] == 1)]
+        b = base.iloc[0] if not base.empty else None
+        b_ok = bool(b["converged"]) if b is not None else False
+        b_its = float(b["iterations"]) if b is not None else math.nan
+        # an unconverged CG ran to the cap: its elapsed time is a lower bound
+        b_groups = _groups(b) if b is not None else None
         for _, r in g.iterrows():
             r = r.copy()
             ok = bool(r["converged"])
-            s_it, s_it_txt = _speedup(b_its, b_ok, float(r["iterations"]), ok)
-            s_w, s_w_txt = _speedup(b_time, b_ok, float(r["total_s"]), ok)
-            r["speedup_iters_x"], r["speedup_iters"] = s_it, s_it_txt
-            r["speedup_wall_x"], r["speedup_wall"] = s_w, s_w_txt
-            r["verdict"] = _verdict(r["method"], ok, s_it, s_w, b_ok)
-            r["break_even"] = _break_even(r, b_time, b_ok)
+            its = float(r["iterations"])
+            s_it = b_its / its if ok and its > 0 and np.isfinite(b_its) else math.nan
+            if ok and b_groups is not None and pd.notna(r["total_s"]):
+                groups = _groups(r)
+                s_w, lo, hi = speedup_ci(b_groups, groups, level=CI_LEVEL)
+                few = min(len(x) for x in (*b_groups, *groups)) < MIN_SAMPLES
+            else:
+                s_w = lo = hi = math.nan
+                few = False
+            if few:  # not enough samples for an interval: the point estimate stands alone
+                lo = hi = s_w
+            r["speedup_iters_x"], r["speedup_wall_x"] = s_it, s_w
+            r["wall_ci_lo"], r["wall_ci_hi"] = lo, hi
+            prefix = "" if b_ok else ">="
+            r["speedup_iters"] = "-" if math.isnan(s_it) else f"{prefix}{s_it:.2f}x"
+            r["speedup_wall"] = "-" if math.isnan(s_w) else (
+                f"{prefix}{s_w:.2f}x" + ("" if few or math.isnan(lo) or not b_ok
+                                         else f" [{lo:.2f}, {hi:.2f}]"))
+            r["verdict"] = _verdict(r["method"] == baseline and r["ranks"] == 1, ok, s_it, lo, hi,
+                                    b_ok, few)
+            r["break_even"] = _break_even(r, b, b_ok)
             out.append(r)
     res = pd.DataFrame(out).reset_index(drop=True)
     res["setup_ms"] = res["setup_s"] * 1e3
@@ -103,60 +144,67 @@ def honesty_frame(records: pd.DataFrame) -> pd.DataFrame:
     return res
 
 
-def _verdict(method, ok, s_it, s_w, base_ok) -> str:
-    if method == BASELINE:
+def _verdict(is_baseline, ok, s_it, lo, hi, base_ok, few) -> str:
+    if is_baseline:
         return "baseline" if ok else "baseline (not converged)"
     if not ok:
         return "FAILS: not converged"
-    if s_w > 1:
-        return "wins" if base_ok else "wins (CG did not converge)"
-    if np.isfinite(s_it) and s_it > 1:
-        return f"LOSES despite {s_it:.1f}x fewer iterations"
-    return "LOSES"
+    if not base_ok:
+        return "wins (CG did not converge)" if lo > TIE_BAND else "converges (CG did not)"
+    band = verdict_band(lo, hi, TIE_BAND)
+    mark = " (1 sample)" if few else ""
+    if band == "wins":
+        return "wins" + mark
+    if band == "loses":
+        if np.isfinite(s_it) and s_it > 1:
+            return f"LOSES despite {s_it:.1f}x fewer iterations" + mark
+        return "LOSES" + mark
+    return "tie" + mark
 
 
-def _break_even(r, base_total, base_ok) -> str:
+def _break_even(r, b, base_ok) -> str:
     train = r.get("train_s", math.nan)
-    if train is None or not np.isfinite(train):
+    if train is None or pd.isna(train):
         return ""
-    if not r["converged"] or not np.isfinite(base_total):
-        return "never"
-    saved = base_total - float(r["total_s"])
+    if b is None or not r["converged"] or not base_ok or pd.isna(b["total_s"]):
+        return "never" if b is not None and base_ok else "-"
+    saved = float(b["total_s"]) - float(r["total_s"])
     if saved <= 0:
         return "never"
-    solves = math.ceil(train / saved)
-    return f"{solves:,}" if base_ok else f"<={solves:,}"
+    return f"{math.ceil(float(train) / saved):,}"
 
 
 def _display(df: pd.DataFrame) -> pd.DataFrame:
-    d = pd.DataFrame(
+    method = df["method"].astype(str)
+    if "ranks" in df and (df["ranks"].fillna(1) > 1).any():
+        method = [m if int(k) == 1 else f"{m} ({int(k)} ranks)"
+                  for m, k in zip(method, df["ranks"].fillna(1), strict=True)]
+    return pd.DataFrame(
         {
-            "method": df["method"],
+            "method": method,
             "krylov": df["krylov"],
             "its": df["iterations"].map(lambda v: f"{int(v):,}"),
             "conv": df["converged"].map(lambda v: "yes" if v else "NO"),
             # recurrence and true residual part ways near 1e-10 on high contrast
             "true relres": df.get("true_relres", pd.Series(np.nan, index=df.index)).map(
-                lambda v: f"{v:.1e}" if np.isfinite(v) else "-"
-            ),
+                lambda v: f"{v:.1e}" if pd.notna(v) and np.isfinite(v) else "-"),
             "setup ms": df["setup_ms"].map(_fmt_num),
             "apply ms": df["apply_ms"].map(_fmt_num),
             "apply xSpMV": df["apply_x_spmv"].map(lambda v: _fmt_num(v, 2)),
             "solve ms": df["solve_ms"].map(_fmt_num),
             "total ms": df["total_ms"].map(_fmt_num),
             "speed-up its": df["speedup_iters"],
-            "speed-up wall": df["speedup_wall"],
+            "speed-up wall [95% CI]": df["speedup_wall"],
             "verdict": df["verdict"],
             "memory": df["memory"],
-            "train s": df["train_s"].map(lambda v: _fmt_num(v, 3) if np.isfinite(v) else ""),
+            "train s": df["train_s"].map(lambda v: _fmt_num(v, 3) if pd.notna(v) else ""),
             "break-even solves": df["break_even"],
         }
     )
-    return d
 
 
 def footnotes(records: pd.DataFrame) -> list[str]:
-    """Machine, threads, device, commit, versions and protocol of the records."""
+    """Machine, CPU, threads, device, commit, versions, protocol and the verdict rule."""
 
     def uniq(col):
         vals = sorted({str(v) for v in records[col].dropna()}) if col in records else []
@@ -169,18 +217,23 @@ def footnotes(records: pd.DataFrame) -> list[str]:
         except (TypeError, ValueError):
             pass
     vtxt = ", ".join(f"{k} {v}" for k, v in sorted(versions.items())) or "unknown"
-    rtol = uniq("rtol")
     return [
-        f"machine: {uniq('machine')}; device: {uniq('device')}; threads (BLAS/OpenMP/torch): "
-        f"{uniq('threads')}",
+        f"machine: {uniq('machine')} ({uniq('cpu')}, {uniq('cores')} cores); device: "
+        f"{uniq('device')}; threads (BLAS/OpenMP/torch): {uniq('threads')}; BLAS: {uniq('blas')}",
         f"commit: {uniq('commit')} ({uniq('commit_date')}); measured {_span(records)}",
         f"versions: {vtxt}",
-        f"protocol: rtol {rtol} on the recurrence residual, x0 = 0, b = grf_rhs(n, seed=42); "
-        "times are medians of repeats; total = setup + solve; apply xSpMV = apply time / "
-        "time of one A@v in the same process; speed-ups are plain CG / method; true relres = "
-        "||b - Ax||/||b|| at the end (the stopping test is on the recurrence residual). A method that "
-        "did not converge has no solve or total time. NPO training time is not in total; "
-        "break-even = training / (CG total - NPO total).",
+        f"protocol {uniq('protocol_version')}: rtol {uniq('rtol')} on the recurrence residual, "
+        f"x0 = 0, b = {uniq('rhs')}; times are medians of repeats (setup on fresh objects); "
+        "total = setup + solve; apply xSpMV = apply time / time of one A@v on the same device "
+        "in the same process; speed-ups are plain CG / method; true relres = ||b - Ax||/||b|| "
+        "at the end (the stopping test is on the recurrence residual). A method that did not "
+        "converge has no solve or total time. Training time is not in total; break-even = "
+        "training / (CG total - method total).",
+        f"verdict: 'wins' or 'LOSES' only when the {CI_LEVEL:.0%} bootstrap confidence interval "
+        f"of the wall-clock speed-up lies entirely above {TIE_BAND:g} or below "
+        f"{1 / TIE_BAND:.3g} (setup and solve samples of both methods resampled); otherwise "
+        f"'tie'. With fewer than {MIN_SAMPLES} samples the point estimate is used and the "
+        "verdict says so.",
     ]
 
 
@@ -192,12 +245,21 @@ def _span(records: pd.DataFrame) -> str:
 
 
 def _sections(df: pd.DataFrame):
-    for (n, field), g in df.groupby(["n", "field"], sort=False):
-        yield n, field, g
+    for key, g in df.groupby(SECTION, sort=False):
+        yield dict(zip(SECTION, key, strict=True)), g
 
 
-def _not_run(skipped, n, field) -> list[str]:
-    rows = [(m, why) for (sn, sf, m, why) in skipped or () if sn == n and sf == field]
+def _title(sec: dict, g) -> str:
+    N = int(g["N"].iloc[0]) if pd.notna(g["N"].iloc[0]) else None
+    where = "" if sec["problem"] == "diffusion_2d" else f"{sec['problem']}, "
+    size = f"n = {sec['n']}" + (f" (N = {N:,})" if N is not None else "")
+    dev = "" if sec["device"] == "cpu" else f" [device {sec['device']}]"
+    return f"{where}{size}, field {sec['field']}{dev}"
+
+
+def _not_run(skipped, sec) -> list[str]:
+    rows = [(m, why) for (sp, sn, sf, m, why) in skipped or ()
+            if sp == sec["problem"] and sn == sec["n"] and sf == sec["field"]]
     if not rows:
         return []
     return ["Not run here (the catalogue's reasons): "
@@ -205,19 +267,16 @@ def _not_run(skipped, n, field) -> list[str]:
 
 
 def honesty_markdown(df: pd.DataFrame, title: str = "Wall-clock honesty table",
-                     skipped=None) -> str:
+                     skipped=None, note: str = "") -> str:
     """Markdown: one section per case, then the footnotes.
 
-    ``skipped`` is an iterable of ``(n, field, method, reason)`` for the
-    combinations the catalogue does not run; each section lists its own.
+    ``skipped`` is an iterable of ``(problem, n, field, method, reason)`` for
+    the combinations the catalogue does not run; each section lists its own.
     """
-    lines = [f"# {title}", ""]
-    for n, field, g in _sections(df):
-        N = int(g["N"].iloc[0])
-        lines += [f"## n = {n} (N = {N:,}), field {field}", ""]
-        lines.append(_display(g).to_markdown(index=False))
-        lines.append("")
-        lines += _not_run(skipped, n, field)
+    lines = [f"# {title}", ""] + ([note, ""] if note else [])
+    for sec, g in _sections(df):
+        lines += [f"## {_title(sec, g)}", "", _display(g).to_markdown(index=False), ""]
+        lines += _not_run(skipped, sec)
     lines += ["---", ""] + [f"- {f}" for f in footnotes(df)] + [""]
     return "\n".join(lines)
 
@@ -227,8 +286,8 @@ def honesty_text(df: pd.DataFrame) -> str:
     from tabulate import tabulate
 
     blocks = []
-    for n, field, g in _sections(df):
+    for sec, g in _sections(df):
         d = _display(g).drop(columns=["krylov", "memory", "true relres"])
-        blocks.append(f"n = {n}, field {field}\n" + tabulate(d, headers="keys", showindex=False))
+        blocks.append(_title(sec, g) + "\n" + tabulate(d, headers="keys", showindex=False))
     notes = "\n".join(f"  * {f}" for f in footnotes(df))
     return "\n\n".join(blocks) + "\n\n" + notes + "\n"

@@ -1,55 +1,55 @@
-"""Load every source of measurements into one tidy pandas DataFrame.
+"""Load asv results, pytest-benchmark JSON and the run store into one tidy frame.
 
-Sources: asv results (``.asv/results``), pytest-benchmark JSON
-(``.benchmarks``) and the CLI run store (``reports/runs``). Each becomes rows
-of the record schema (:data:`npo.measure.RECORD_COLUMNS`) plus three columns
-that say where a row came from:
-
-``source``        ``asv`` | ``pytest-benchmark`` | ``cli``
-``code_version``  asv's hash of the benchmark code that produced the row
-                  (empty for other sources); a change marks a discontinuity
-``env``           asv environment name or pytest-benchmark file
-
-One row is one (source, machine, commit, run, case) with the stages side by
-side: setup_s, apply_s, solve_s, iterations, converged, apply_per_spmv, ...
-
-asv specifics: a parametrised result is a flat list in ``itertools.product``
-order of the parameter lists; a skipped combination is NaN and a failed one
-null, and both are dropped; machines are never merged.
+Every source becomes rows with the columns of :data:`COLUMNS` (the record
+schema of :mod:`npo.schema` plus ``code_version`` and ``env``), typed by the
+declared dtypes, one row per (source, machine, commit, run, case). Timed
+metrics keep their spread beside the median: ``*_lo``/``*_hi`` hold asv's 99%
+confidence interval, pytest-benchmark's min-max, or the range of a CLI run's
+samples, and ``*_samples`` the raw samples where the source recorded them
+(asv ``--record-samples``, the CLI). The protocol version of an asv row comes
+from its benchmark's ``version`` (``protocol-<k>``); older results count as
+protocol 1.
 """
 
 from __future__ import annotations
 
 import ast
-import hashlib
 import itertools
 import json
 import math
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from npo.measure import RECORD_COLUMNS
-from npo.report.store import load_runs
+from npo.report.store import coerce_dtypes, load_runs
+from npo.schema import DEFAULT_PROBLEM, RECORD_COLUMNS, case_id, parse_case_id
 
 __all__ = ["COLUMNS", "load_all", "load_asv", "load_pytest_benchmark"]
 
-COLUMNS = RECORD_COLUMNS + ["code_version", "env", "peakmem_setup"]
+COLUMNS = RECORD_COLUMNS + ["code_version", "env"]
 
-#: asv benchmark method -> record column
+#: asv benchmark method -> (record column, how to turn the value into it)
 ASV_METRICS = {
     "time_setup": "setup_s",
     "time_apply": "apply_s",
     "time_solve": "solve_s",
+    "time_spmv": "spmv_s",
     "track_iterations": "iterations",
-    "track_converged": "converged",
+    "track_failures": "converged",  # 0 failures = converged
+    "track_converged": "converged",  # before protocol 2 (higher was better there)
+    "track_true_relres": "true_relres",
+    "track_relerr": "relerr",
     "track_apply_per_spmv": "apply_per_spmv",
-    "peakmem_setup": "peakmem_setup",
+    "track_iter_per_spmv": "iter_per_spmv",
+    "track_setup_per_spmv": "setup_per_spmv",
+    "track_nbytes": "nbytes",
+    "track_setup_peak_bytes": "setup_peak_bytes",
 }
+_TIMED = {"setup_s": "setup", "apply_s": "apply", "solve_s": "solve"}
 PYTEST_STAGES = {"setup": "setup_s", "apply": "apply_s", "solve": "solve_s"}
-_CASE_PARAMS = ("n", "field", "method")
+_PROTOCOL = re.compile(r"^protocol-(\d+)")
 
 
 def _read_json(path: Path):
@@ -76,24 +76,34 @@ def _finish(rows: list[dict]) -> pd.DataFrame:
     df = pd.DataFrame(rows)
     for c in COLUMNS:
         if c not in df:
-            df[c] = np.nan
-    df = df[COLUMNS + [c for c in df.columns if c not in COLUMNS]]
+            df[c] = None
+    df = coerce_dtypes(df)
+    for c in ("code_version", "env"):
+        df[c] = df[c].astype("string")
     if not df.empty:
-        df["n"] = df["n"].astype(int)
-        df["N"] = df["n"] * df["n"]
         df["total_s"] = df["total_s"].fillna(df["setup_s"] + df["solve_s"])
-    return df
+        df["apply_per_spmv"] = df["apply_per_spmv"].fillna(df["apply_s"] / df["spmv_s"])
+    return df[COLUMNS]
 
 
-def _case_meta(n: int, field: str, method: str) -> dict:
-    from npo import cases
+def _case_meta(key) -> dict:
+    """Record columns a case id implies (problem, size, field, method, contrast, krylov)."""
+    meta = {"case": case_id(*key), "problem": key.problem, "n": key.n, "field": key.field,
+            "method": key.method, "ranks": key.ranks}
+    try:
+        from npo.cases import get_case
 
-    meta = {"case": f"n{n}-{field}-{method}", "n": n, "field": field, "method": method}
-    if field in cases.FIELDS:
-        meta["contrast"] = cases.FIELDS[field].contrast
-    if method in cases.METHODS:
-        meta["krylov"] = cases.METHODS[method].krylov
-        meta["precond"] = cases.METHODS[method].precond
+        c = get_case(meta["case"])
+    except ValueError:
+        return meta  # a method or field this installation does not know
+    meta.update(contrast=c.field.contrast, precond=c.method.precond, maxiter=c.maxiter,
+                rtol=c.rtol)
+    if c.method.krylov in ("pcg", "fcg"):
+        meta["krylov"] = c.method.krylov
+    try:
+        meta["N"] = c.N
+    except (ValueError, KeyError):
+        pass
     return meta
 
 
@@ -103,6 +113,23 @@ def _asv_param_names(results_root: Path) -> dict[str, list[str]]:
         return {}
     data = _read_json(f)
     return {k: v.get("param_names", []) for k, v in data.items() if isinstance(v, dict)}
+
+
+def _case_key(pnames, values):
+    p = dict(zip(pnames, (ast.literal_eval(v) for v in values), strict=True))
+    if "case" in p:
+        return parse_case_id(p["case"])
+    if {"n", "field", "method"} <= set(p):
+        return parse_case_id(case_id(p.get("problem", DEFAULT_PROBLEM), int(p["n"]), p["field"],
+                                     p["method"]))
+    return None
+
+
+def _at(entry, key, i):
+    v = entry.get(key)
+    if not isinstance(v, list) or i >= len(v):
+        return None
+    return v[i]
 
 
 def load_asv(results_dir) -> pd.DataFrame:
@@ -115,7 +142,6 @@ def load_asv(results_dir) -> pd.DataFrame:
     if not files:
         raise ValueError(f"no asv result files under {str(root)!r}")
     rows: dict[tuple, dict] = {}
-    versions: dict[tuple, list[str]] = {}
     for f in files:
         data = _read_json(f)
         if not isinstance(data, dict) or "results" not in data or "commit_hash" not in data:
@@ -130,39 +156,51 @@ def load_asv(results_dir) -> pd.DataFrame:
             "commit_date": _iso(data.get("date"), "ms"),
             "env": data.get("env_name", ""),
             "versions": json.dumps(data.get("requirements", {}), sort_keys=True),
+            "device": "cpu",
         }
-        for bench, entry in data["results"].items():
+        for bench, raw in data["results"].items():
             metric = ASV_METRICS.get(bench.rsplit(".", 1)[-1])
             if metric is None:
                 continue
-            entry = dict(zip(columns, entry, strict=False))
+            entry = dict(zip(columns, raw, strict=False))
             params = entry.get("params") or []
-            pnames = names.get(bench) or (list(_CASE_PARAMS) if len(params) == 3 else [])
-            if set(_CASE_PARAMS) - set(pnames):
-                continue  # not a case benchmark (e.g. the NPO apply-cost suite)
+            pnames = names.get(bench) or []
+            if len(pnames) != len(params):  # results from before a benchmark's params changed
+                pnames = {1: ["case"], 3: ["n", "field", "method"]}.get(len(params), [])
             values = entry.get("result")
-            if values is None:
-                continue  # the whole benchmark failed
+            if values is None or not pnames:
+                continue  # the whole benchmark failed, or it is not a case benchmark
             if not isinstance(values, list):
                 values = [values]
             combos = list(itertools.product(*params))
             if len(combos) != len(values):
-                raise ValueError(
-                    f"{str(f)!r}: {bench} has {len(values)} results for {len(combos)} parameter sets"
-                )
-            for combo, value in zip(combos, values, strict=True):
+                raise ValueError(f"{str(f)!r}: {bench} has {len(values)} results for "
+                                 f"{len(combos)} parameter sets")
+            version = str(entry.get("version") or "")
+            m = _PROTOCOL.match(version)
+            for i, (combo, value) in enumerate(zip(combos, values, strict=True)):
                 if value is None or (isinstance(value, float) and math.isnan(value)):
                     continue  # null = failed, NaN = skipped
-                p = dict(zip(pnames, (ast.literal_eval(v) for v in combo), strict=True))
-                key = (machine, commit, base["env"], p["n"], p["field"], p["method"])
-                row = rows.setdefault(key, {**base, **_case_meta(p["n"], p["field"], p["method"])})
-                row[metric] = float(value)
-                versions.setdefault(key, []).append(f"{bench}={entry.get('version', '')}")
+                key = _case_key(pnames, combo)
+                if key is None:
+                    continue
+                rk = (machine, commit, base["env"], key)
+                row = rows.setdefault(rk, {**base, **_case_meta(key), "_versions": {}})
+                row[metric] = (float(value) == 0.0) if bench.endswith("track_failures") else (
+                    bool(value) if metric == "converged" else float(value))
+                row["_versions"][bench.rsplit(".", 1)[-1]] = version
+                row["protocol_version"] = int(m.group(1)) if m else 1
+                if metric in _TIMED:
+                    lo, hi = _at(entry, "stats_ci_99_a", i), _at(entry, "stats_ci_99_b", i)
+                    row[f"{metric}_lo"] = lo if lo is not None else math.nan
+                    row[f"{metric}_hi"] = hi if hi is not None else math.nan
+                    samples = _at(entry, "samples", i)
+                    if samples:
+                        row[f"{_TIMED[metric]}_samples"] = json.dumps(samples)
     out = []
-    for key, row in rows.items():
-        if "converged" in row:
-            row["converged"] = bool(row["converged"])
-        row["code_version"] = hashlib.sha1("|".join(sorted(versions[key])).encode()).hexdigest()[:12]
+    for row in rows.values():
+        versions = row.pop("_versions")
+        row["code_version"] = "|".join(f"{k}={v}" for k, v in sorted(versions.items()))
         out.append(row)
     return _finish(out)
 
@@ -185,54 +223,74 @@ def load_pytest_benchmark(bench_dir) -> pd.DataFrame:
             raise ValueError(f"{str(f)!r} is not a pytest-benchmark JSON file")
         machine = data.get("machine_info", {}).get("node", "unknown")
         commit_info = data.get("commit_info", {}) or {}
+        commit = commit_info.get("id", "unknown") + ("+dirty" if commit_info.get("dirty") else "")
         base = {
             "source": "pytest-benchmark",
             "machine": machine,
-            "commit": commit_info.get("id", "unknown"),
+            "commit": commit,
             "commit_date": commit_info.get("time", ""),
             "env": f.name,
             "timestamp": data.get("datetime", ""),
+            "device": "cpu",
         }
         rows: dict[str, dict] = {}
         for b in data["benchmarks"]:
             info = b.get("extra_info", {}) or {}
             stage = info.get("stage")
-            if stage not in PYTEST_STAGES or "n" not in info:
+            if stage not in PYTEST_STAGES or "case" not in info:
                 continue
-            row = rows.setdefault(
-                info["case"], {**base, **_case_meta(int(info["n"]), info["field"], info["method"])}
-            )
-            median = (b.get("stats") or {}).get("median")
-            if median is not None:
-                row[PYTEST_STAGES[stage]] = float(median)
-            for k in ("threads", "spmv_s", "apply_per_spmv", "relres", "true_relres"):
-                if k in info:
+            try:
+                key = parse_case_id(info["case"])
+            except ValueError:
+                continue
+            row = rows.setdefault(info["case"], {**base, **_case_meta(key)})
+            stats = b.get("stats") or {}
+            col = PYTEST_STAGES[stage]
+            if stats.get("median") is not None:
+                row[col] = float(stats["median"])
+                row[f"{col}_lo"] = stats.get("min")
+                row[f"{col}_hi"] = stats.get("max")
+            for k in ("threads", "spmv_s", "apply_per_spmv", "relres", "true_relres", "nbytes",
+                      "protocol_version"):
+                if info.get(k) is not None:
                     row[k] = info[k]
-            if "solver_iterations" in info:
+            if info.get("solver_iterations") is not None:
                 row["iterations"] = int(info["solver_iterations"])
-                row["converged"] = bool(info["converged"])
+                row["converged"] = bool(info.get("converged"))
         out.extend(rows.values())
     return _finish(out)
 
 
-def load_all(asv_dir=None, benchmarks_dir=None, runs_dir=None) -> pd.DataFrame:
-    """Every given source in one frame with the fixed columns :data:`COLUMNS`."""
+def load_all(asv_dir=None, benchmarks_dir=None, runs_dir=None, *, skip_bad: bool = False,
+             notes: list | None = None) -> pd.DataFrame:
+    """Every given source in one frame with the columns :data:`COLUMNS`.
+
+    A source that is given but holds nothing yet (an empty ``.benchmarks/``
+    left by a test run) is skipped with a line in ``notes`` when at least one
+    other source has data.
+    """
     frames = []
-    if asv_dir is not None:
-        frames.append(load_asv(asv_dir))
-    if benchmarks_dir is not None:
-        frames.append(load_pytest_benchmark(benchmarks_dir))
+    notes = notes if notes is not None else []
+    loaders = (("asv", asv_dir, load_asv), ("pytest-benchmark", benchmarks_dir,
+                                           load_pytest_benchmark))
+    for label, where, loader in loaders:
+        if where is None:
+            continue
+        if Path(where).is_dir() and not any(Path(where).rglob("*.json")):
+            notes.append(f"{label}: no results under {str(where)!r} yet; skipped")
+            continue
+        frames.append(loader(where))
     if runs_dir is not None:
-        runs = load_runs(runs_dir)
+        runs = load_runs(runs_dir, skip_bad=skip_bad)
         if runs.empty:
-            raise ValueError(f"no run files under {str(runs_dir)!r}")
-        runs["source"] = "cli"
-        runs["code_version"] = ""
-        runs["env"] = ""
-        frames.append(_finish(runs.to_dict("records")))
-    if not frames:
-        raise ValueError("no sources given: pass --asv, --benchmarks and/or --runs")
+            notes.append(f"run store: no run files under {str(runs_dir)!r} yet; skipped")
+        else:
+            runs["source"] = runs["source"].fillna("cli")
+            runs["code_version"] = pd.Series("", index=runs.index, dtype="string")
+            runs["env"] = pd.Series("", index=runs.index, dtype="string")
+            frames.append(runs[COLUMNS])
     frames = [f for f in frames if not f.empty]
     if not frames:
-        raise ValueError("the given sources hold no case measurements")
+        raise ValueError("the given sources hold no case measurements"
+                         + (f" ({'; '.join(notes)})" if notes else ""))
     return pd.concat(frames, ignore_index=True)[COLUMNS]
