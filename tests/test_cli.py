@@ -1,31 +1,58 @@
+import json
+import os
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from npo import measure
 from npo.cli import main
+from npo.fileio import JOURNAL_NAME, is_temp, recover
+
+ROOT = Path(__file__).resolve().parents[1]
+Q = ["--n", "32", "--field", "constant", "--method", "cg"]
 
 
-def test_run_writes_table_plots_and_store(tmp_path, capsys):
+def _cli(*argv, env=None, timeout=300):
+    return subprocess.run([sys.executable, "-m", "npo.cli", *argv], capture_output=True,
+                          text=True, env={**os.environ, **(env or {})}, timeout=timeout, cwd=ROOT)
+
+
+def test_run_writes_filtered_table_plots_and_store(tmp_path, capsys):
     out = tmp_path / "rep"
     code = main(["run", "--suite", "quick", "--n", "32", "--field", "constant", "jump1e2",
-                 "--method", "cg", "jacobi", "amg_sa", "--repeats", "1", "--out", str(out),
+                 "--method", "cg", "jacobi", "amg_sa", "--repeats", "3", "--out", str(out),
                  "--no-progress"])
     assert code == 0
     printed = capsys.readouterr().out
-    assert "n = 32, field constant" in printed and "speed-up wall" in printed
-    md = (out / "honesty-quick.md").read_text()
+    assert "n = 32 (N = 1,024), field constant" in printed and "speed-up wall" in printed
+    md = next(out.glob("honesty-quick-filtered-*.md")).read_text()
     assert "## n = 32 (N = 1,024), field jump1e2" in md and "threads" in md
-    assert "Not run here" not in md  # quick at n = 32 skips nothing
-    csv = pd.read_csv(out / "honesty-quick.csv")
+    assert "Filtered run (`--n 32 --field constant jump1e2 --method cg jacobi amg_sa`)" in md
+    assert not (out / "honesty-quick.md").exists()  # a filtered run never takes the canonical name
+    csv = pd.read_csv(next(out.glob("honesty-quick-filtered-*.csv")))
     assert len(csv) == 6 and set(csv["method"]) == {"cg", "jacobi", "amg_sa"}
     assert int(csv[(csv.method == "cg") & (csv.field == "constant")]["iterations"].iloc[0]) == 116
-    assert (out / "plots" / "quick-iterations.png").stat().st_size > 0
+    assert next((out / "plots").glob("quick-filtered-*-iterations.png")).stat().st_size > 0
     runs = list((out / "runs").rglob("*.csv"))
-    assert len(runs) == 1 and len(pd.read_csv(runs[0])) == 6
-    assert not (out / "honesty.md").exists()  # honesty.md belongs to the standard suite
+    assert len(runs) == 1 and len(pd.read_csv(runs[0])) == 6 and "_filtered-" in runs[0].name
+    assert set(pd.read_csv(runs[0])["filter"]) == {"--n 32 --field constant jump1e2 "
+                                                    "--method cg jacobi amg_sa"}
+    assert not [p for p in out.rglob("*") if is_temp(p)]
+
+
+def test_run_json_is_parseable(tmp_path):
+    res = _cli("run", *Q, "--repeats", "3", "--json", "--no-write")
+    assert res.returncode == 0, res.stderr
+    data = json.loads(res.stdout)
+    assert data["records"][0]["case"] == "n32-constant-cg"
+    assert data["records"][0]["iterations"] == 116 and data["verdicts"][0]["verdict"] == "baseline"
+    assert data["filter"] == "--n 32 --field constant --method cg"
+    assert "\r" not in res.stderr  # no progress frames when stderr is not a terminal
 
 
 @pytest.mark.parametrize(
@@ -36,6 +63,10 @@ def test_run_writes_table_plots_and_store(tmp_path, capsys):
         (["run", "--field", "wavy"], "unknown field 'wavy'"),
         (["run", "--n", "48"], "grid size 48 is not in suite"),
         (["run", "--threads", "0"], ">= 1"),
+        (["run", "--repeats", "0"], ">= 1"),
+        (["run", "--rhs", "b.mtx"], "--rhs goes with --matrix"),
+        (["run", "--matrix", "/nonexistent.mtx"], "no such file"),
+        (["run", "--method", "nosuchpkg.mod:factory"], "cannot import"),
         (["report", "--runs", "/nonexistent/runs"], "does not exist"),
         (["cases", "--suite", "nope"], "unknown suite"),
     ],
@@ -46,6 +77,41 @@ def test_bad_input_is_one_line_exit_2(argv, match, capsys, tmp_path):
     assert code == 2
     assert match in err and "Traceback" not in err
     assert err.strip().count("\n") == 0 or err.startswith("npo-bench run:")
+
+
+@pytest.mark.parametrize("kind", ["file", "readonly_parent"])
+def test_bad_out_fails_fast_before_any_case(tmp_path, capsys, kind):
+    if kind == "file":
+        out = tmp_path / "exists.txt"
+        out.write_text("x")
+        match = "is not a directory"
+    else:
+        blocker = tmp_path / "blocker"
+        blocker.write_text("x")
+        out = blocker / "sub"
+        match = "cannot be created"
+    t0 = time.perf_counter()
+    code = main(["run", "--suite", "standard", "--out", str(out)])
+    dt = time.perf_counter() - t0
+    err = capsys.readouterr().err
+    assert code == 2 and match in err and dt < 2.0, (err, dt)
+
+
+def test_free_space_is_checked_before_work(tmp_path, capsys, monkeypatch):
+    import shutil
+
+    real = shutil.disk_usage
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: real(p)._replace(free=12 * 1024))
+    code = main(["run", *Q, "--out", str(tmp_path / "o")])
+    assert code == 2 and "12 KiB free" in capsys.readouterr().err
+
+
+def test_threads_above_core_count_warn_and_record_the_real_count(tmp_path):
+    res = _cli("run", *Q, "--repeats", "3", "--threads", "100000", "--json", "--no-write")
+    assert res.returncode == 0, res.stderr
+    assert "100000 threads requested" in res.stderr
+    rec = json.loads(res.stdout)["records"][0]
+    assert 1 <= rec["threads"] == rec["cores"] <= os.cpu_count()
 
 
 def test_failed_run_keeps_the_good_report(tmp_path, capsys, monkeypatch):
@@ -67,17 +133,88 @@ def test_failed_run_keeps_the_good_report(tmp_path, capsys, monkeypatch):
     assert code == 2 and "disk on fire" in capsys.readouterr().err
     assert (out / "honesty-quick.md").read_text() == "GOOD"
     assert not list((out / "runs").rglob("*.csv"))
-    assert not [p for p in out.rglob("*") if p.name.startswith(".")]  # no temp files left
+    assert not [p for p in out.rglob("*") if is_temp(p)]
 
 
-def test_console_script_help():
-    res = subprocess.run([sys.executable, "-m", "npo.cli", "--help"], capture_output=True,
-                         text=True, check=True)
-    for cmd in ("run", "report", "gate", "train", "cases"):
-        assert cmd in res.stdout
+# --- concurrency and faults ------------------------------------------------------------
 
 
-def test_cases_lists_skips(capsys):
+def _set_files(out: Path) -> dict:
+    return {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*")
+            if p.is_file() and not p.name.startswith(".")}
+
+
+def test_four_concurrent_runs_keep_every_run_file(tmp_path):
+    out = tmp_path / "shared"
+    procs = [subprocess.Popen([sys.executable, "-m", "npo.cli", "run", *Q, "--repeats", "1",
+                               "--out", str(out), "--no-progress"], cwd=ROOT,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+             for _ in range(4)]
+    errs = [p.communicate(timeout=300)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0, 0], errs
+    runs = list((out / "runs").rglob("*.csv"))
+    assert len(runs) == 4 and len({r.name for r in runs}) == 4
+    for r in runs:
+        assert len(pd.read_csv(r)) == 1
+    # the (filtered) table set is complete and parseable: one writer's whole set
+    md = list(out.glob("honesty-quick-filtered-*.md"))
+    csv = list(out.glob("honesty-quick-filtered-*.csv"))
+    assert len(md) == 1 and len(csv) == 1
+    assert "n = 32" in md[0].read_text() and len(pd.read_csv(csv[0])) == 1
+    assert not [p for p in out.rglob("*") if is_temp(p)] and not (out / JOURNAL_NAME).exists()
+
+
+@pytest.mark.parametrize("point, sig", [
+    ("staged", "KILL"), ("staged", "INT"), ("journal", "KILL"), ("journal", "INT"),
+    ("renamed2", "KILL"), ("renamed2", "TERM"), ("write", "ENOSPC"),
+])
+def test_signal_or_full_disk_during_write_leaves_old_or_new_set(tmp_path, point, sig):
+    out = tmp_path / "rep"
+    first = _cli("run", *Q, "--repeats", "1", "--out", str(out))
+    assert first.returncode == 0, first.stderr
+    old = _set_files(out)
+    res = _cli("run", *Q, "--repeats", "1", "--out", str(out),
+               env={"NPO_BENCH_FAULT": f"{point}:{sig}"})
+    committed = point != "staged" and sig != "ENOSPC"
+    if sig == "KILL":
+        assert res.returncode == -signal.SIGKILL
+        recover(out)  # what the next writer or reader does first
+    elif sig == "ENOSPC":
+        assert res.returncode == 2 and "No space left" in res.stderr
+        assert "no file under" in res.stderr and "unchanged" in res.stderr
+    else:
+        assert res.returncode == 130
+        msg = "committed in full" if committed else "the previous report set is unchanged"
+        assert msg in res.stderr, res.stderr
+    new = _set_files(out)
+    tables = [k for k in new if k.startswith("honesty-")]  # they hold the run's times
+    assert set(new) - {k for k in new if k.startswith("runs/")} == \
+        set(old) - {k for k in old if k.startswith("runs/")}  # no file of the set is missing
+    if committed:  # the new set, whole: both tables changed, one more run file
+        assert len(tables) == 2 and all(new[k] != old[k] for k in tables), tables
+        assert len([k for k in new if k.startswith("runs/")]) == 2
+    else:  # the old set, untouched
+        assert new == old
+    assert not [p for p in out.rglob("*") if is_temp(p)] and not (out / JOURNAL_NAME).exists()
+
+
+# --- what users of a CLI tool expect ------------------------------------------------------
+
+
+def test_version_and_every_help():
+    res = _cli("--version")
+    assert res.returncode == 0 and res.stdout.startswith("npo-bench ")
+    top = _cli("--help").stdout
+    for cmd in ("run", "cases", "report", "gate", "train", "publish"):
+        assert cmd in top
+        h = _cli(cmd, "--help")
+        assert h.returncode == 0 and len(h.stdout.split("\n\n")[1]) > 40, cmd  # a description
+
+
+def test_cases_lists_skips_and_json(capsys):
     assert main(["cases", "--suite", "standard"]) == 0
     out = capsys.readouterr().out
     assert "n512-constant-nystrom" in out and "SKIP" in out
+    assert main(["cases", "--suite", "quick", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert len(data["cases"]) == 40 and data["cases"][0]["case"] == "n32-constant-cg"

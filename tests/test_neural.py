@@ -6,7 +6,6 @@ with threads pinned to 1 (:func:`npo.env.pinned_threads`).
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
@@ -39,7 +38,7 @@ from npo.neural.checkpoint import (  # noqa: E402
     save_checkpoint,
 )
 from npo.neural.model import NAMG  # noqa: E402
-from npo.neural.train import TrainConfig, add_train_parser, stencil_apply, train  # noqa: E402
+from npo.neural.train import TrainConfig, stencil_apply, train  # noqa: E402
 
 CANONICAL = "poisson32"  # the model the <= 32-iteration canonical check is asserted on
 SHIPPED = ("poisson", "poisson32", "varcoef")
@@ -189,7 +188,7 @@ def test_tiny_training_loss_falls(tiny):
 def test_checkpoint_round_trip(tiny):
     path = tiny.path
     side = json.loads(path.with_suffix(".json").read_text())
-    assert side["command"].startswith("python -m npo.neural.train --n 16")
+    assert side["command"].startswith("npo-bench train --n 16")
     assert side["train_s"] > 0 and side["final_loss"]["total"] == tiny.history[-1]["total"]
     assert side["rhs_seeds"] == {"16": [100, 105]}
     model, meta = from_checkpoint(path)
@@ -222,20 +221,42 @@ def test_bad_training_config(kw, msg):
         _tiny_config(**kw)
 
 
-def test_cli_parser_and_bad_field_writes_nothing(tmp_path):
-    parser = argparse.ArgumentParser()
-    add_train_parser(parser.add_subparsers(dest="cmd"))
-    out = tmp_path / "m.pt"
-    args = parser.parse_args(["train", "--n", "16", "--field", "bogus", "--out", str(out)])
-    with pytest.raises(ValueError, match="unknown field"):
-        args.func(args)
-    assert list(tmp_path.iterdir()) == []
-    args = parser.parse_args(["train", "--n", "16", "32", "--field", "jump", "lognormal",
-                              "--contrast", "1", "100", "--out", str(out)])
-    from npo.neural.train import config_from_args
+def test_cli_bad_field_writes_nothing_and_options_map_to_config(tmp_path, capsys):
+    from npo.cli import build_parser, main
 
-    cfg = config_from_args(args)
+    out = tmp_path / "m.pt"
+    code = main(["train", "--n", "16", "--field", "bogus", "--out", str(out)])
+    assert code == 2 and "unknown field" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+    args = build_parser().parse_args(["train", "--n", "16", "32", "--field", "jump", "lognormal",
+                                      "--contrast", "1", "100", "--out", str(out)])
+    from dataclasses import fields
+
+    names = {f.name for f in fields(TrainConfig)}
+    cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in names})
     assert cfg.n == (16, 32) and cfg.uses_coef and cfg.contrast == (1.0, 100.0)
+    assert cfg.warmup == 10  # 2.5% of the default 400 epochs
+
+
+def test_warmup_scales_with_epochs():
+    # a valid small request never fails on a default (was "warmup must be in [0, epochs)")
+    assert TrainConfig(epochs=3, progress=False).warmup == 0
+    assert TrainConfig(epochs=80, progress=False).warmup == 2
+    with pytest.raises(ValueError, match="warmup"):
+        TrainConfig(epochs=3, warmup=3, progress=False)
+
+
+def test_train_out_checked_before_training(tmp_path, capsys):
+    import time
+
+    from npo.cli import main
+
+    blocker = tmp_path / "file"
+    blocker.write_text("x")  # a file where the output directory should be
+    t0 = time.perf_counter()
+    code = main(["train", "--n", "16", "--epochs", "50", "--out", str(blocker / "m.pt")])
+    assert code == 2 and "is not a directory" in capsys.readouterr().err
+    assert time.perf_counter() - t0 < 2.0  # refused before any data or training
 
 
 # --- checkpoint errors ------------------------------------------------------------------
@@ -342,14 +363,17 @@ def test_positive_homogeneity(canonical):
     assert M.apply(b).dtype == np.float64
 
 
-def test_apply_rejects_bad_input(canonical):
+def test_apply_rejects_bad_length_and_propagates_nan(canonical):
     _, b, M = canonical
     with pytest.raises(ValueError, match="shape"):
         M.apply(b[:-1])
     bad = b.copy()
     bad[3] = np.nan
-    with pytest.raises(ValueError, match="NaN"):
-        M.apply(bad)
+    # like every adapter, a non-finite input gives a non-finite output; the
+    # solver detects it and ends with a breakdown that names the preconditioner
+    assert not np.all(np.isfinite(M.apply(bad)))
+    res = fcg(poisson_2d(32), b, lambda r: M.apply(r) * np.nan)
+    assert res.reason == "breakdown" and "non-finite" in res.detail
 
 
 def test_setup_errors():
@@ -435,7 +459,7 @@ def test_cuda_fcg_canonical():
 
 @cuda
 def test_cuda_apply_cost_runs():
-    from npo.neural.flops import apply_cost
+    from npo.precond.neural import apply_cost
 
     c = apply_cost("poisson", 32, repeats=3, device="cuda")
     assert c["device"] == "cuda" and c["flops"] > 5e7
