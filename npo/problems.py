@@ -315,7 +315,7 @@ def validate_spd_input(A, where: str = "matrix") -> sp.csr_matrix:
     d = A.diagonal()
     if np.any(d <= 0):
         k = int(np.argmax(d <= 0))
-        raise ValueError(f"{where}: diagonal entry {k} is {d[k]!r}; an SPD matrix has a "
+        raise ValueError(f"{where}: diagonal entry {k} is {float(d[k])!r}; an SPD matrix has a "
                          "positive diagonal")
     return A
 

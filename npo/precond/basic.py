@@ -36,7 +36,7 @@ class Jacobi(Preconditioner):
         d = A.diagonal()
         if np.any(d <= 0):
             k = int(np.argmax(d <= 0))
-            raise ValueError(f"jacobi: A is not SPD: diagonal entry {k} is {d[k]!r} (must be > 0)")
+            raise ValueError(f"jacobi: A is not SPD: diagonal entry {k} is {float(d[k])!r} (must be > 0)")
         self.dinv = 1.0 / d
 
     def _apply(self, r):
