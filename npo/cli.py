@@ -122,8 +122,10 @@ def cmd_run(args) -> int:
     # --- everything is checked before the first case is measured ------------------------
     args.threads = env.clamp_threads(args.threads)
     if args.device != "cpu":
+        from npo.devices import torch_device
+
         try:
-            env.torch_device(args.device)
+            torch_device(args.device)
         except (ImportError, ValueError) as e:
             raise CLIError(f"--device: {e}") from None
     suite, selected, skipped, filter_text = _select(args)
@@ -284,7 +286,7 @@ def cmd_train(args) -> int:
         raise CLIError(f"this training run needs about {need / 2**30:.1f} GiB; "
                        f"{avail / 2**30:.1f} GiB is available")
     if cfg.device != "cpu":
-        from npo.env import torch_device
+        from npo.devices import torch_device
 
         torch_device(cfg.device)
     res = train(cfg)
@@ -380,8 +382,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"built-in suite ({suites}) or a .toml suite file (default quick)")
     r.add_argument("--matrix", help="benchmark this MatrixMarket file instead of a suite")
     r.add_argument("--rhs", help="with --matrix: right-hand side (MatrixMarket, one column)")
-    r.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
-                   help="device of the run; methods without it are skipped, with the reason")
+    r.add_argument("--device", default="cpu",
+                   help="cpu (numpy), torch:cpu (the GPU code path on the CPU) or cuda[:k]; "
+                        "methods without that device are skipped, with the reason")
     r.add_argument("--out", default="reports", help="report directory (default reports/)")
     r.add_argument("--threads", type=int, default=1,
                    help="BLAS/OpenMP/torch threads, 1 to the core count (default 1)")
@@ -404,7 +407,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "combination's reason; nothing is measured.")
     c.add_argument("--suite", default="quick",
                    help=f"built-in suite ({suites}) or a .toml suite file (default quick)")
-    c.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="device (cpu)")
+    c.add_argument("--device", default="cpu", help="cpu, torch:cpu or cuda[:k] (default cpu)")
     c.add_argument("--json", action="store_true", help="print as JSON")
     c.set_defaults(func=cmd_cases)
 

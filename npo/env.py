@@ -42,7 +42,6 @@ __all__ = [
     "platform_fingerprint",
     "threads",
     "torch_available",
-    "torch_device",
 ]
 
 _THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
@@ -101,15 +100,6 @@ def torch_available() -> bool:
     import importlib.util
 
     return importlib.util.find_spec("torch") is not None
-
-
-def torch_device(device: str):
-    """``torch.device(device)``; ValueError if it names CUDA and torch sees none."""
-    import torch
-
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available to this torch")
-    return torch.device(device)
 
 
 _process_limiter = []

@@ -10,6 +10,11 @@ timing loops. For one case the protocol (version
 3. time ``setup`` on fresh preconditioner objects (after one warm-up), and
    measure the memory peak of one more setup;
 4. time ``apply`` on a fixed unit vector after warm-up;
+
+Everything runs on the case's device (:mod:`npo.devices`): on ``torch:cpu``
+or ``cuda`` the matrix is a torch CSR tensor, the vectors are tensors, the
+SpMV that is the unit of cost is taken on that device, and the device is
+synchronised before every clock stops.
 5. solve, and record iterations, convergence, the recurrence and true
    residuals, the error against a direct solve where affordable, and the
    solve time -- which is *not* reported (NaN) when the solve did not converge;
@@ -33,7 +38,7 @@ from functools import lru_cache
 import numpy as np
 import scipy.sparse.linalg as sla
 
-from npo import env, krylov, timing
+from npo import devices, env, krylov, timing
 from npo.cases import Case
 from npo.problemkinds import Problem
 from npo.schema import PROTOCOL_VERSION, RECORD_COLUMNS
@@ -45,6 +50,7 @@ __all__ = [
     "direct_solution",
     "make_preconditioner",
     "measure",
+    "on_device",
     "problem",
     "run_cases",
     "solve",
@@ -95,6 +101,17 @@ def make_preconditioner(case: Case, p: Problem | None = None):
     return case.method.make(case, p if p is not None else problem(case))
 
 
+def on_device(case: Case, p: Problem):
+    """``(A, b)`` of the problem on the case's device (torch CSR and tensor off the CPU)."""
+    if not devices.is_torch(case.device):
+        return p.A, p.b
+    return devices.to_torch_csr(p.A, case.device), devices.to_tensor(p.b, case.device)
+
+
+def _host(x) -> np.ndarray:
+    return x if isinstance(x, np.ndarray) else x.detach().cpu().numpy()
+
+
 def solve(case: Case, A, b, M) -> krylov.SolveResult:
     """Run the case's Krylov method with its rtol and maxiter.
 
@@ -115,11 +132,23 @@ def solve(case: Case, A, b, M) -> krylov.SolveResult:
                                      check_symmetric=False)
 
 
+def _synced(case: Case, fn):
+    if not devices.is_torch(case.device):
+        return fn
+
+    def run():
+        out = fn()
+        devices.synchronize(case.device)
+        return out
+
+    return run
+
+
 def time_setup(case: Case, p: Problem, *, repeats: int = STAGE_REPEATS):
     """Setup samples on fresh objects (after one warm-up); returns (samples, last M)."""
     make_preconditioner(case, p).setup(p.A)  # warm-up: imports, caches
     samples, M = timing.stage_samples(
-        lambda: make_preconditioner(case, p).setup(p.A), repeats,
+        _synced(case, lambda: make_preconditioner(case, p).setup(p.A)), repeats,
         budget=STAGE_BUDGET_S, min_repeats=min(repeats, MIN_STAGE_SAMPLES))
     return samples, M
 
@@ -143,8 +172,8 @@ def time_solve(case: Case, A, b, M, *, repeats: int = STAGE_REPEATS):
         return res
 
     samples, res = timing.stage_samples(
-        once, repeats, budget=STAGE_BUDGET_S, min_repeats=min(repeats, MIN_STAGE_SAMPLES),
-        stop=lambda r: not r.converged)
+        _synced(case, once), repeats, budget=STAGE_BUDGET_S,
+        min_repeats=min(repeats, MIN_STAGE_SAMPLES), stop=lambda r: not r.converged)
     return samples, res
 
 
@@ -202,7 +231,7 @@ def cost_samples(case: Case, *, repeats: int, setup: bool = True, iteration: boo
 def _relerr(x, x_star) -> float:
     if x_star is None:
         return math.nan
-    return float(np.linalg.norm(x - x_star) / np.linalg.norm(x_star))
+    return float(np.linalg.norm(_host(x) - x_star) / np.linalg.norm(x_star))
 
 
 def _nan_if(cond: bool, value: float) -> float:
@@ -234,11 +263,11 @@ def measure(
                                   repeats=repeats, filter=filter)
     with env.pinned_threads(threads):
         p = problem(case)
-        A, b = p.A, p.b
-        spmv = timing.time_spmv(A, repeats=repeats)
+        A, b = on_device(case, p)  # every timing below is on the case's device
+        spmv = timing.time_spmv(A, repeats=repeats, device=case.device)
         setup, M = time_setup(case, p, repeats=repeats)
-        _, peak = timing.peak_bytes(lambda: make_preconditioner(case, p).setup(A))
-        apply = timing.time_apply(M, p.N, repeats=repeats)
+        _, peak = timing.peak_bytes(lambda: make_preconditioner(case, p).setup(p.A))
+        apply = timing.time_apply(M, p.N, repeats=repeats, device=case.device)
         solves, res = time_solve(case, A, b, M, repeats=repeats)
         x_star = direct_solution(case)
         environment = env.environment(case.device)
@@ -268,7 +297,7 @@ def measure(
         "contrast": case.field.contrast,
         "n": case.n,
         "N": p.N,
-        "nnz": int(A.nnz),
+        "nnz": int(p.A.nnz),
         "method": case.method.label,
         "precond": case.method.precond,
         "krylov": res.method,

@@ -89,7 +89,11 @@ class MethodSpec:
     label : str
         Name in suites, case ids and tables.
     adapter : callable
-        Preconditioner class or factory, called with the options.
+        Preconditioner class or factory, called with the options (device ``cpu``).
+    torch_adapter : callable, optional
+        The same method on torch tensors, called with the options and
+        ``device`` (``torch:cpu``, ``cuda[:k]``); without one the method is
+        skipped on those devices, with the reason.
     options : mapping
         Fixed options for ``adapter``.
     krylov : str
@@ -109,7 +113,9 @@ class MethodSpec:
         Importable modules the method needs; missing ones skip its cases
         with ``install_hint`` as the reason.
     devices : tuple of str
-        Devices the adapter supports (``"cpu"``, ``"cuda"``).
+        Device families the method supports: ``"cpu"`` (numpy), ``"torch"``
+        (torch tensors on the CPU) and ``"cuda"``; the torch ones need
+        ``torch_adapter``.
     mpi : bool
         Runs on several MPI ranks (cases with ``ranks > 1``).
     default : bool
@@ -133,6 +139,7 @@ class MethodSpec:
     label: str
     adapter: Callable
     options: Mapping = field(default_factory=dict, hash=False, compare=False)
+    torch_adapter: Callable | None = field(default=None, hash=False, compare=False)
     krylov: str = "pcg"
     solver: Callable | None = field(default=None, hash=False, compare=False)
     maxiter: int = DEFAULT_MAXITER
@@ -183,8 +190,10 @@ class MethodSpec:
         info = case.info
         if self.problems is not None and case.problem not in self.problems:
             return f"{self.label} runs on {', '.join(self.problems)} only, not {case.problem}"
-        if case.device.split(":")[0] not in self.devices:
-            return f"{self.label} has no {case.device} implementation"
+        family = case.device.split(":")[0]
+        if family not in self.devices or (family != "cpu" and self.torch_adapter is None):
+            return (f"{self.label} has no {case.device} implementation (runs on "
+                    f"{', '.join(d for d in self.devices if d == 'cpu' or self.torch_adapter)})")
         if case.ranks > 1 and not self.mpi:
             return f"{self.label} runs in one process (no MPI)"
         why = f": {self.limit_reason}" if self.limit_reason else ""
@@ -201,10 +210,16 @@ class MethodSpec:
         return opts
 
     def make(self, case, problem=None, **extra):
-        """A fresh, not yet set up preconditioner for ``case``."""
+        """A fresh, not yet set up preconditioner for ``case`` on ``case.device``."""
         opts = {**self.case_options(case, problem), **extra}
-        check_options(self.adapter, opts, f"method {self.label!r}")
-        return self.adapter(**opts)
+        factory = self.adapter
+        if case.device != "cpu":
+            if self.torch_adapter is None:
+                raise ValueError(f"{self.label} has no {case.device} implementation")
+            factory = self.torch_adapter
+            opts["device"] = case.device
+        check_options(factory, opts, f"method {self.label!r}")
+        return factory(**opts)
 
     def variant(self, label: str, options: Mapping | None = None, **changes) -> MethodSpec:
         """A copy under a new label with more options (suite files' ``[methods.X] base = ...``)."""

@@ -97,19 +97,32 @@ def stage_samples(fn: Callable[[], object], repeats: int, *, budget: float = flo
     return samples, result
 
 
-def time_spmv(A, *, repeats: int = 5, min_time: float = 0.02) -> list[float]:
-    """Samples of seconds per ``A @ v`` (the unit of cost), after one warm-up."""
-    v = unit_vector(A.shape[0])
-    A @ v
-    return per_call_samples(lambda: A @ v, repeats, min_time)
+def _on(device: str, N: int):
+    """The fixed unit vector on ``device`` and the device's synchronize."""
+    from npo.devices import is_torch, synchronize, to_tensor
 
-
-def time_apply(M, N: int, *, repeats: int = 5, min_time: float = 0.02) -> list[float]:
-    """Samples of seconds per ``M.apply(v)`` on the fixed unit vector, after two warm-ups."""
     v = unit_vector(N)
-    M.apply(v)  # lazy initialisation, allocator, library autotuning
-    M.apply(v)
-    return per_call_samples(lambda: M.apply(v), repeats, min_time)
+    if is_torch(device):
+        return to_tensor(v, device), (lambda: synchronize(device))
+    return v, None
+
+
+def time_spmv(A, *, repeats: int = 5, min_time: float = 0.02, device: str = "cpu") -> list[float]:
+    """Samples of seconds per ``A @ v`` on ``device`` (the unit of cost), after one warm-up."""
+    v, sync = _on(device, A.shape[0])
+    fn = (lambda: A @ v) if sync is None else (lambda: (A @ v, sync()))
+    fn()
+    return per_call_samples(fn, repeats, min_time)
+
+
+def time_apply(M, N: int, *, repeats: int = 5, min_time: float = 0.02,
+               device: str = "cpu") -> list[float]:
+    """Samples of seconds per ``M.apply(v)`` on the fixed unit vector, after two warm-ups."""
+    v, sync = _on(device, N)
+    fn = (lambda: M.apply(v)) if sync is None else (lambda: (M.apply(v), sync()))
+    fn()  # lazy initialisation, allocator, library autotuning
+    fn()
+    return per_call_samples(fn, repeats, min_time)
 
 
 def ratio_samples(fn: Callable[[], object], ref: Callable[[], object], repeats: int,

@@ -31,7 +31,8 @@ def test_suites_and_axes():
 
 
 def test_quick_suite_is_the_40_cases_of_before():
-    ids = [c.id for c in cases.cases("quick")]
+    # plugins installed in this environment (the example SSOR) add their own cases
+    ids = [c.id for c in cases.cases("quick") if c.method.label in BUILTIN]
     assert len(ids) == 40 and ids[:3] == ["n32-constant-cg", "n32-constant-jacobi",
                                           "n32-constant-ilu"]
 

@@ -136,7 +136,7 @@ def test_nonlinear_preconditioner_warns_in_pcg():
         ((poisson_2d(4), np.r_[np.ones(15), np.nan]), "b contains NaN"),
         ((poisson_2d(4), np.r_[np.ones(15), np.inf]), "b contains NaN"),
         ((sp.diags([1.0, np.nan]).tocsr(), np.ones(2)), "A contains NaN"),
-        (([[1.0]], np.ones(1)), "sparse matrix or a numpy array"),
+        (([[1.0]], np.ones(1)), "sparse matrix, a numpy array or a torch tensor"),
     ],
 )
 def test_bad_input(solver, args, match):

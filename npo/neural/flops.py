@@ -94,7 +94,9 @@ def mm_throughput(size: int = 1024, repeats: int = 5, device: str = "cpu") -> fl
     torch's defaults apply (float32 matmuls do not use TF32 unless
     ``torch.backends.cuda.matmul.allow_tf32`` is set).
     """
-    dev = torch.device(device)
+    from npo.devices import torch_device
+
+    dev = torch_device(device)
     g = torch.Generator().manual_seed(0)
     a = torch.randn(size, size, generator=g).to(dev)
     b = torch.randn(size, size, generator=g).to(dev)

@@ -60,7 +60,8 @@ from pathlib import Path
 
 import numpy as np
 
-from npo.env import apply_torch_threads, git_commit, machine_name, pinned_threads, torch_device
+from npo.devices import torch_device
+from npo.env import apply_torch_threads, git_commit, machine_name, pinned_threads
 from npo.neural.config import TrainConfig
 from npo.neural.data import GridData, MatrixSpec, build_grid_data
 

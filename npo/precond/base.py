@@ -32,7 +32,8 @@ from scipy.sparse.linalg import LinearOperator
 
 from npo.methods import check_options
 
-__all__ = ["Preconditioner", "PreconditionerProtocol", "available", "get", "register"]
+__all__ = ["Preconditioner", "PreconditionerProtocol", "TorchPreconditioner", "available",
+           "get", "register", "tensor_nbytes"]
 
 _REGISTRY: dict[str, type[Preconditioner]] = {}
 
@@ -202,6 +203,43 @@ class Preconditioner:
         facts = ", ".join(f"{k}={_fmt(v)}" for k, v in self.info.items())
         sep = ", " if facts else ""
         return f"{type(self).__name__}(N={self.shape[0]}{sep}{facts}, nbytes={self.nbytes})"
+
+
+class TorchPreconditioner(Preconditioner):
+    """Base of the adapters that run on torch tensors (``device`` torch:cpu or cuda[:k]).
+
+    ``setup(A)`` takes the scipy matrix, as everywhere, and builds what it
+    needs on the device; ``apply(r)`` takes and returns a tensor of length N
+    on that device, and must not copy anything to the host.
+    """
+
+    def __init__(self, device: str = "torch:cpu"):
+        super().__init__()
+        from npo.devices import check_device, is_torch
+
+        if not is_torch(check_device(device)):
+            raise ValueError(f"{self.name}: device must be torch:cpu or cuda[:k], got {device!r}")
+        self.device = device
+
+    @property
+    def tdev(self):
+        from npo.devices import torch_device
+
+        return torch_device(self.device)
+
+
+def tensor_nbytes(*tensors) -> int:
+    """Bytes held by torch tensors (sparse CSR: its three arrays)."""
+    total = 0
+    for t in tensors:
+        if t is None:
+            continue
+        if getattr(t, "layout", None) is not None and "sparse_csr" in str(t.layout):
+            parts = (t.crow_indices(), t.col_indices(), t.values())
+        else:
+            parts = (t,)
+        total += sum(x.numel() * x.element_size() for x in parts)
+    return int(total)
 
 
 def _fmt(v):

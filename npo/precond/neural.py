@@ -38,7 +38,7 @@ from __future__ import annotations
 import numpy as np
 
 from npo.methods import MethodSpec
-from npo.precond.base import Preconditioner, register
+from npo.precond.base import Preconditioner, register, tensor_nbytes
 
 __all__ = ["METHODS", "NPO", "NPO_MAXITER", "NPO_MAX_N", "NPO_MODELS", "apply_cost"]
 
@@ -52,8 +52,17 @@ class NPO(Preconditioner):
     checkpoint : str or Path
         Shipped model name (see :func:`npo.neural.shipped_models`) or a file.
     device : str
-        ``"cpu"`` or ``"cuda[:k]"``; both run the identical code path, only
-        the tensors' device differs. ValueError if CUDA is unavailable.
+        ``"cpu"``: numpy vectors in and out, network on the CPU (the
+        reference path). ``"torch:cpu"`` or ``"cuda[:k]"``: torch tensors in
+        and out on that device, and the whole apply stays there (no host
+        copy); ``"torch:cpu"`` runs, on the CPU, the code a GPU runs.
+    precision : {"fp32", "bf16"}
+        ``bf16`` autocasts the network's GEMMs and convolutions to bfloat16
+        (the scaling around it stays float64).
+    compile : bool
+        Run the network through ``torch.compile(mode="reduce-overhead")``
+        (CUDA graphs on a GPU, which removes the launch overhead of a batch-1
+        apply); the compilation happens in ``setup``.
 
     Examples
     --------
@@ -67,23 +76,36 @@ class NPO(Preconditioner):
     linear = False
     symmetric = False
 
-    def __init__(self, checkpoint="poisson", device: str = "cpu"):
+    def __init__(self, checkpoint="poisson", device: str = "cpu", precision: str = "fp32",
+                 compile: bool = False):
         super().__init__()
-        if not isinstance(device, str) or not (device == "cpu" or device.startswith("cuda")):
-            raise ValueError(f"npo: device must be 'cpu' or 'cuda[:k]', got {device!r}")
+        from npo.devices import check_device
+
+        try:
+            check_device(device)
+        except ValueError:
+            raise ValueError(f"npo: device must be cpu, torch:cpu or cuda[:k], got {device!r}") \
+                from None
+        if precision not in ("fp32", "bf16"):
+            raise ValueError(f"npo: precision must be 'fp32' or 'bf16', got {precision!r}")
         self.checkpoint = checkpoint
         self.device = device
+        self.precision = precision
+        self.compile = bool(compile)
         self.model = None
         self.metadata: dict = {}
         self.n = None
         self._inputs = None
         self._w = None
+        self._w_t = None
+        self._net = None
         self._flops = None
 
     def _setup(self, A) -> None:
         import torch
 
-        from npo.env import apply_torch_threads, torch_device
+        from npo.devices import synchronize, torch_device
+        from npo.env import apply_torch_threads
         from npo.neural.checkpoint import from_checkpoint
         from npo.neural.data import grid_size, jacobi_weights, log_coefficient
 
@@ -95,27 +117,73 @@ class NPO(Preconditioner):
         self.metadata = meta
         self.n = n
         self._w = jacobi_weights(A)
+        self._w_t = torch.as_tensor(self._w, dtype=torch.float64, device=dev)
         coef = None
         if model.coef_channel:
             coef = torch.as_tensor(log_coefficient(A), dtype=torch.float32, device=dev)
         # the constant channels (coordinates, log-coefficient) are built once;
         # apply only overwrites the residual channel of this buffer
         self._inputs = model.features(torch.zeros(1, n, n, device=dev), coef)
+        self._net = self._forward
+        if self.compile:
+            self._net = torch.compile(self._forward, mode="reduce-overhead", dynamic=False)
+            with torch.inference_mode():  # compile now: a one-time cost of setup
+                for _ in range(2):
+                    self._net(torch.zeros(1, n, n, device=dev))
+        synchronize(self.device)
         self._flops = None
 
-    def _apply(self, r: np.ndarray) -> np.ndarray:
-        """``z = W ||W r|| net(W r / ||W r||)`` as float64; zero for ``r = 0``."""
+    def _forward(self, u):
+        """The network on unit-norm float32 fields u (B, n, n), in the chosen precision."""
         import torch
 
-        u = np.asarray(r) * self._w
-        norm = float(np.linalg.norm(u))
-        if norm == 0.0:
-            return np.zeros(self.shape[0])
-        # normalise in float64, then cast: the network only ever sees unit vectors
-        u = torch.from_numpy((u / norm).astype(np.float32).reshape(1, self.n, self.n))
+        inputs = self._inputs if u.shape[0] == 1 else self._inputs.expand(
+            u.shape[0], -1, -1, -1).clone()
+        with torch.autocast(u.device.type, dtype=torch.bfloat16,
+                            enabled=self.precision == "bf16"):
+            z = self.model(u, inputs=inputs)
+        return z.float()
+
+    def _apply(self, r):
+        """``z = W ||W r|| net(W r / ||W r||)`` in float64; zero for ``r = 0``."""
+        import torch
+
+        if self.device == "cpu":
+            u = np.asarray(r) * self._w
+            norm = float(np.linalg.norm(u))
+            if norm == 0.0:
+                return np.zeros(self.shape[0])
+            # normalise in float64, then cast: the network only ever sees unit vectors
+            u = torch.from_numpy((u / norm).astype(np.float32).reshape(1, self.n, self.n))
+            with torch.inference_mode():
+                z = self._net(u)
+            return z.numpy().reshape(-1).astype(np.float64) * (norm * self._w)
+        # on a torch device: no host round trip, no host sync (r = 0 gives 0 * net(0) = 0)
+        u = r * self._w_t
+        norm = torch.linalg.vector_norm(u)
+        unit = (u / torch.clamp(norm, min=torch.finfo(torch.float64).tiny)).float()
         with torch.inference_mode():
-            z = self.model(u.to(self._inputs.device), inputs=self._inputs)
-        return z.cpu().numpy().reshape(-1).astype(np.float64) * (norm * self._w)
+            z = self._net(unit.view(1, self.n, self.n))
+        return z.view(-1).double() * (norm * self._w_t)
+
+    def apply_batch(self, R):
+        """Apply to the k columns of ``R`` (N x k) in one network call (batch k)."""
+        import torch
+
+        self._require_setup()
+        on_host = self.device == "cpu"
+        Rt = torch.as_tensor(np.asarray(R), dtype=torch.float64) if on_host else R
+        if tuple(Rt.shape[:1]) != (self.shape[0],) or Rt.ndim != 2:
+            raise ValueError(f"npo: apply_batch needs an ({self.shape[0]}, k) array, got "
+                             f"{tuple(Rt.shape)}")
+        w = torch.as_tensor(self._w, dtype=torch.float64) if on_host else self._w_t
+        U = Rt * w[:, None]
+        norms = torch.linalg.vector_norm(U, dim=0)
+        unit = (U / torch.clamp(norms, min=torch.finfo(torch.float64).tiny)).float()
+        with torch.inference_mode():
+            Z = self._forward(unit.T.reshape(-1, self.n, self.n))
+        Z = Z.reshape(Rt.shape[1], -1).T.double() * (norms * w[:, None])
+        return Z.numpy() if on_host else Z
 
     # -- facts ------------------------------------------------------------------
     @property
@@ -143,7 +211,8 @@ class NPO(Preconditioner):
         if self.model is None:
             return 0
         tensors = list(self.model.parameters()) + list(self.model.buffers()) + [self._inputs]
-        return int(sum(t.numel() * t.element_size() for t in tensors)) + self._w.nbytes
+        extra = self._w.nbytes if self.device == "cpu" else tensor_nbytes(self._w_t)
+        return tensor_nbytes(*tensors) + extra
 
     @property
     def info(self) -> dict:
@@ -158,39 +227,58 @@ class NPO(Preconditioner):
             "trained_n": list(self.metadata.get("n", [])),
             "trained_fields": list(self.metadata.get("fields", [])),
             "device": self.device,
+            "precision": self.precision,
+            "compiled": self.compile,
         }
 
 
 def apply_cost(checkpoint: str = "poisson", n: int = 128, *, threads: int = 1,
-               repeats: int = 7, device: str = "cpu") -> dict:
+               repeats: int = 7, device: str = "cpu", precision: str = "fp32",
+               compile: bool = False, batch: int = 1) -> dict:
     """Median apply time, FLOPs and the fraction of float32 GEMM throughput at size n.
 
-    Builds ``NPO(checkpoint).setup(poisson_2d(n))`` (the model's field does
-    not change the cost), times ``apply`` on a GRF residual with ``threads``
-    pinned, counts FLOPs (:func:`npo.neural.flops.count_flops`), and measures
-    float32 ``torch.mm`` in the same process (:func:`npo.neural.flops.mm_throughput`).
+    Builds ``NPO(checkpoint, device, precision, compile).setup(poisson_2d(n))``
+    (the model's field does not change the cost), times ``apply`` (or
+    ``apply_batch`` on ``batch`` right-hand sides) on GRF residuals with
+    ``threads`` pinned, synchronising the device before each clock stops,
+    counts FLOPs (:func:`npo.neural.flops.count_flops`) and measures float32
+    ``torch.mm`` on the same device (:func:`npo.neural.flops.mm_throughput`).
 
     Returns
     -------
     dict
-        n, threads, device, flops, flops_by_op, apply_s, flops_per_s,
+        n, threads, device, precision, compile, batch, flops (per apply),
+        flops_by_op, apply_s (per right-hand side), flops_per_s,
         mm_flops_per_s, mm_fraction, time_over_gemm_ideal, params.
     """
+    from npo.devices import synchronize, to_tensor
     from npo.env import pinned_threads
     from npo.neural.flops import count_flops, median_time, mm_throughput
     from npo.problems import grf_rhs, poisson_2d
 
     with pinned_threads(threads):
-        M = NPO(checkpoint, device=device).setup(poisson_2d(n))
-        r = grf_rhs(n, seed=7)
+        M = NPO(checkpoint, device=device, precision=precision, compile=compile).setup(
+            poisson_2d(n))
+        R = np.stack([grf_rhs(n, seed=7 + k) for k in range(batch)], axis=1)
+        if device != "cpu":
+            R = to_tensor(R, device)
+        r = R[:, 0]
+
+        def one():
+            M.apply(r) if batch == 1 else M.apply_batch(R)
+            synchronize(device)
+
         counted = count_flops(M.model, n, inputs=M._inputs)
-        apply_s = median_time(lambda: M.apply(r), repeats)
+        apply_s = median_time(one, repeats) / batch
         mm = mm_throughput(device=device)
     flops = counted["total"]
     return {
         "n": n,
         "threads": threads,
         "device": device,
+        "precision": precision,
+        "compile": compile,
+        "batch": batch,
         "params": M.model.num_parameters(),
         "flops": flops,
         "flops_by_op": counted["by_op"],
@@ -221,7 +309,7 @@ NPO_ITERATION_TOLERANCE = (3, 0.10)
 
 
 def _checkpoint_for(case, problem=None) -> dict:
-    return {"checkpoint": NPO_MODELS.get(case.field.family), "device": case.device}
+    return {"checkpoint": NPO_MODELS.get(case.field.family)}
 
 
 def _npo_skip(case) -> str | None:
@@ -246,8 +334,8 @@ _NPO = dict(
     limit_reason="models are trained at n <= 128 and one apply costs ~0.4 s at n = 512, so a "
                  "capped FCG solve would take ~15 min",
     install_hint="torch is not installed: install npo-bench[neural]",
-    devices=("cpu", "cuda"), iteration_tolerance=NPO_ITERATION_TOLERANCE,
-    options_for=_checkpoint_for,
+    devices=("cpu", "torch", "cuda"), torch_adapter=NPO,
+    iteration_tolerance=NPO_ITERATION_TOLERANCE, options_for=_checkpoint_for,
 )
 
 METHODS = [
