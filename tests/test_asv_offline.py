@@ -148,8 +148,11 @@ def test_publish_rewrites_after_asv(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "asv.conf.json").write_text("{}")
     calls = []
+    real_run = asv_offline.subprocess.run
 
     def fake_run(cmd, **kw):
+        if cmd[0] == "git":  # the commit list reads this repository's log
+            return real_run([*cmd[:2], str(Path(__file__).resolve().parents[1]), *cmd[3:]], **kw)
         calls.append(cmd)
         (tmp_path / "html").mkdir()
         shutil.copy(asv_www() / "index.html", tmp_path / "html" / "index.html")
@@ -163,4 +166,17 @@ def test_publish_rewrites_after_asv(tmp_path, monkeypatch, capsys):
     assert asv_offline.publish("html") == 0
     assert calls and calls[0][1:] == ["-m", "asv", "publish"]
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "index.html" in err[0]
+    assert len(err) == 2 and "index.html" in err[1] and "commits.html" in err[0]
+    assert (tmp_path / "html" / "commits.html").is_file()
+
+
+def test_commits_page_anchors_every_commit(tmp_path):
+    import subprocess
+
+    from npo.report.asv_offline import write_commits_page
+
+    root = Path(__file__).resolve().parents[1]
+    head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    page = write_commits_page(tmp_path, repo=root).read_text()
+    assert f'<tr id="{head}">' in page and "index.html" in page

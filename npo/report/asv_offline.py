@@ -27,7 +27,13 @@ import tempfile
 from importlib import resources
 from pathlib import Path
 
-__all__ = ["LICENSE_FILE", "VENDOR", "VENDOR_DIRNAME", "make_offline", "publish"]
+__all__ = ["COMMITS_PAGE", "LICENSE_FILE", "VENDOR", "VENDOR_DIRNAME", "make_offline", "publish",
+           "write_commits_page"]
+
+#: The page asv's commit links point at (``show_commit_url`` in asv.conf.json is
+#: ``"commits.html#"``): the project has no hosted repository to link to, so the
+#: published site carries its own list of commits, one anchor per hash.
+COMMITS_PAGE = "commits.html"
 
 _CDNJS = "https://cdnjs.cloudflare.com/ajax/libs"
 _JSDELIVR = "https://cdn.jsdelivr.net/npm"
@@ -247,6 +253,8 @@ def publish(html_dir=".asv/html") -> int:
     if proc.returncode != 0:
         raise ValueError(f"`asv publish` exited with code {proc.returncode} (its output is above)")
     changes = _make_offline(html_dir)
+    page = write_commits_page(html_dir)
+    print(f"{page}: commit list for asv's commit links", file=sys.stderr)
     vendor = Path(html_dir) / VENDOR_DIRNAME
     for page, replaced in changes:
         print(f"{page}: {len(replaced)} CDN reference(s) now load from {vendor}/",
@@ -254,3 +262,32 @@ def publish(html_dir=".asv/html") -> int:
     if not changes:
         print(f"{html_dir}: no CDN references to rewrite", file=sys.stderr)
     return 0
+
+
+def write_commits_page(html_dir, repo=".") -> Path:
+    """Write ``html_dir/commits.html``: every commit (hash, date, subject, files), one anchor each.
+
+    asv links a commit as ``show_commit_url + hash``; with ``"commits.html#"``
+    the link lands on that commit's row here, offline.
+    """
+    out = subprocess.run(
+        ["git", "-C", str(repo), "log", "--format=%x1e%H%x1f%cI%x1f%s", "--name-only"],
+        capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise ValueError(f"git log failed in {repo!r}: {out.stderr.strip()}")
+    rows = []
+    for rec in out.stdout.split("\x1e")[1:]:
+        head, _, files = rec.partition("\n")
+        sha, date, subject = head.split("\x1f", 2)
+        names = [f for f in files.split() if f]
+        shown = ", ".join(html.escape(f) for f in names[:12]) + (" ..." if len(names) > 12 else "")
+        rows.append(f'<tr id="{sha}"><td><code>{sha[:12]}</code></td><td>{html.escape(date)}</td>'
+                    f"<td>{html.escape(subject)}</td><td>{shown}</td></tr>")
+    page = ("<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>npo-bench commits</title>"
+            "<style>body{font-family:sans-serif;margin:1em}td{vertical-align:top;padding:2px 8px}"
+            "tr:target{background:#ffd}</style></head><body><h1>npo-bench commits</h1>"
+            "<p><a href=\"index.html\">back to the benchmarks</a></p><table>"
+            + "\n".join(rows) + "</table></body></html>\n")
+    path = Path(html_dir) / COMMITS_PAGE
+    _write_atomic(path, page.encode())
+    return path
