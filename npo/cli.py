@@ -159,7 +159,7 @@ def cmd_run(args) -> int:
         print(json.dumps(_run_json(suite.name, filter_text, records, table, not_run), indent=1,
                          default=_json_default))
     else:
-        print(honesty.honesty_text(table))
+        print(honesty.honesty_text(table, not_run))
     print(f"measured {len(records)} cases in {wall:.1f} s", file=sys.stderr)
     if args.no_write:
         return EXIT_OK

@@ -206,17 +206,3 @@ def _as_tuple(v):
     if isinstance(v, str) or not hasattr(v, "__iter__"):
         return (v,)
     return tuple(v)
-
-
-def _fmt_num(x) -> str:
-    if isinstance(x, float) and x.is_integer():
-        return str(int(x))
-    return str(x)
-
-
-def _as_tuple(v):
-    if isinstance(v, str) or not hasattr(v, "__iter__"):
-        return (v,)
-    return tuple(v)
-
-

@@ -114,7 +114,10 @@ def honesty_frame(records: pd.DataFrame, baseline: str = BASELINE) -> pd.DataFra
             ok = bool(r["converged"])
             its = float(r["iterations"])
             s_it = b_its / its if ok and its > 0 and np.isfinite(b_its) else math.nan
-            if ok and b_groups is not None and pd.notna(r["total_s"]):
+            is_base = r["method"] == baseline and r["ranks"] == 1
+            if is_base:  # the reference against itself: 1 by definition, no interval
+                s_w, lo, hi, few = (1.0, 1.0, 1.0, True) if ok else (math.nan,) * 3 + (False,)
+            elif ok and b_groups is not None and pd.notna(r["total_s"]):
                 groups = _groups(r)
                 s_w, lo, hi = speedup_ci(b_groups, groups, level=CI_LEVEL)
                 few = min(len(x) for x in (*b_groups, *groups)) < MIN_SAMPLES
@@ -130,8 +133,7 @@ def honesty_frame(records: pd.DataFrame, baseline: str = BASELINE) -> pd.DataFra
             r["speedup_wall"] = "-" if math.isnan(s_w) else (
                 f"{prefix}{s_w:.2f}x" + ("" if few or math.isnan(lo) or not b_ok
                                          else f" [{lo:.2f}, {hi:.2f}]"))
-            r["verdict"] = _verdict(r["method"] == baseline and r["ranks"] == 1, ok, s_it, lo, hi,
-                                    b_ok, few)
+            r["verdict"] = _verdict(is_base, ok, s_it, lo, hi, b_ok, few)
             r["break_even"] = _break_even(r, b, b_ok)
             out.append(r)
     res = pd.DataFrame(out).reset_index(drop=True)
@@ -281,13 +283,14 @@ def honesty_markdown(df: pd.DataFrame, title: str = "Wall-clock honesty table",
     return "\n".join(lines)
 
 
-def honesty_text(df: pd.DataFrame) -> str:
-    """A terminal rendering: one block per case."""
+def honesty_text(df: pd.DataFrame, skipped=None) -> str:
+    """A terminal rendering: one block per case, with what was not run and why."""
     from tabulate import tabulate
 
     blocks = []
     for sec, g in _sections(df):
         d = _display(g).drop(columns=["krylov", "memory", "true relres"])
-        blocks.append(_title(sec, g) + "\n" + tabulate(d, headers="keys", showindex=False))
+        why = "".join(f"\n{line}" for line in _not_run(skipped, sec) if line)
+        blocks.append(_title(sec, g) + "\n" + tabulate(d, headers="keys", showindex=False) + why)
     notes = "\n".join(f"  * {f}" for f in footnotes(df))
     return "\n\n".join(blocks) + "\n\n" + notes + "\n"
