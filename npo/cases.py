@@ -69,7 +69,7 @@ __all__ = [
 
 RTOL = 1e-10
 RHS_SEED = 42
-BUILTIN_SUITES = ("quick", "standard", "full", "history", "npo", "problems", "gpu")
+BUILTIN_SUITES = ("quick", "standard", "full", "history", "npo", "problems", "gpu", "petsc")
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,7 @@ from npo.schema import PROTOCOL_VERSION, RECORD_COLUMNS
 __all__ = [
     "DIRECT_MAX_N",
     "Problem",
+    "build_record",
     "cost_samples",
     "direct_solution",
     "make_preconditioner",
@@ -271,17 +272,38 @@ def measure(
         solves, res = time_solve(case, A, b, M, repeats=repeats)
         x_star = direct_solution(case)
         environment = env.environment(case.device)
+    return build_record(
+        case, p, environment, spmv=spmv, setup=setup, apply=apply, solves=solves,
+        iterations=res.iterations, converged=res.converged, reason=res.reason,
+        relres=res.relres, true_relres=res.true_relres, relerr=_relerr(res.x, x_star),
+        krylov=res.method, train_s=float(M.train_s), nbytes=int(M.nbytes), peak=peak,
+        info=M.info, suite=suite, source=source, filter=filter)
+
+
+def build_record(case: Case, p: Problem, environment: dict, *, spmv, setup, apply, solves,
+                 iterations: int, converged: bool, reason: str, relres: float,
+                 true_relres: float, relerr: float, krylov: str, train_s: float, nbytes: int,
+                 peak: int, info: dict, suite: str = "", source: str = "cli", filter: str = "",
+                 ranks: int | None = None, cores: int | None = None,
+                 versions: dict | None = None) -> dict:
+    """One record (:data:`npo.schema.RECORD_COLUMNS`) from a case's samples and outcome.
+
+    ``spmv``, ``setup``, ``apply`` and ``solves`` are the samples in seconds
+    (medians and ranges are taken here); an unconverged solve's time is
+    recorded as NaN. Runners that measure out of process (MPI) build their
+    records here too, overriding ``ranks``, ``cores`` and ``versions``.
+    """
     spmv_s, setup_s = statistics.median(spmv), statistics.median(setup)
     apply_s, solve_s = statistics.median(apply), statistics.median(solves)
-    bad = not res.converged
-    its = max(res.iterations, 1)
+    bad = not converged
+    its = max(int(iterations), 1)
     rec = {
         "protocol_version": PROTOCOL_VERSION,
         "commit": environment["commit"],
         "commit_date": environment["commit_date"],
         "machine": environment["machine"],
         "cpu": environment["cpu"],
-        "cores": environment["cores"],
+        "cores": environment["cores"] if cores is None else cores,
         "blas": environment["blas"],
         "device": case.device,
         "source": source,
@@ -289,8 +311,9 @@ def measure(
         "filter": filter,
         "timestamp": datetime.now(UTC).isoformat(timespec="microseconds"),
         "threads": environment["threads"],
-        "ranks": case.ranks,
-        "versions": json.dumps(environment["versions"], sort_keys=True),
+        "ranks": case.ranks if ranks is None else ranks,
+        "versions": json.dumps(environment["versions"] if versions is None else versions,
+                               sort_keys=True),
         "case": case.id,
         "problem": case.problem,
         "field": case.field.label,
@@ -300,16 +323,16 @@ def measure(
         "nnz": int(p.A.nnz),
         "method": case.method.label,
         "precond": case.method.precond,
-        "krylov": res.method,
+        "krylov": krylov,
         "rtol": case.rtol,
         "maxiter": case.maxiter,
         "rhs": p.meta.get("rhs", ""),
-        "iterations": int(res.iterations),
-        "converged": bool(res.converged),
-        "reason": res.reason,
-        "relres": res.relres,
-        "true_relres": res.true_relres,
-        "relerr": _relerr(res.x, x_star),
+        "iterations": int(iterations),
+        "converged": bool(converged),
+        "reason": reason,
+        "relres": relres,
+        "true_relres": true_relres,
+        "relerr": relerr,
         "setup_s": setup_s,
         "apply_s": apply_s,
         "solve_s": _nan_if(bad, solve_s),
@@ -326,10 +349,10 @@ def measure(
         "setup_s_lo": min(setup), "setup_s_hi": max(setup),
         "apply_s_lo": min(apply), "apply_s_hi": max(apply),
         "solve_s_lo": _nan_if(bad, min(solves)), "solve_s_hi": _nan_if(bad, max(solves)),
-        "train_s": float(M.train_s),
-        "nbytes": int(M.nbytes),
+        "train_s": train_s,
+        "nbytes": int(nbytes),
         "setup_peak_bytes": int(peak),
-        "info": json.dumps(M.info, sort_keys=True, default=str),
+        "info": json.dumps(info, sort_keys=True, default=str),
     }
     assert list(rec) == RECORD_COLUMNS
     return rec

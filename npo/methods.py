@@ -235,6 +235,7 @@ _BUILTIN_PROVIDERS = (
     "npo.precond.amg:METHODS",
     "npo.precond.nystrom:METHODS",
     "npo.precond.neural:METHODS",
+    "npo.precond.petsc:METHODS",
 )
 
 

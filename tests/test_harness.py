@@ -269,7 +269,8 @@ LAYERS = [
 #: the registry's own cycle: the adapter registry imports the adapters that register
 ALLOWED = {("npo.precond.base", "npo.precond.basic"), ("npo.precond.base", "npo.precond.ilu"),
            ("npo.precond.base", "npo.precond.amg"), ("npo.precond.base", "npo.precond.nystrom"),
-           ("npo.precond.base", "npo.precond.neural"), ("npo.precond.base", "npo.precond")}
+           ("npo.precond.base", "npo.precond.neural"), ("npo.precond.base", "npo.precond.petsc"),
+           ("npo.precond.base", "npo.precond")}
 
 
 def _module(path: Path) -> str:

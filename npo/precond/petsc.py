@@ -22,7 +22,7 @@ happens, and is timed, in ``setup``. ``apply`` is one ``PCApply`` on
 preallocated Vecs that are pointed at the numpy arrays (``VecPlaceArray``,
 no copies). The solver engine :func:`ksp_solve` runs ``KSPSolve`` on the set-up
 KSP (PETSc skips ``PCSetUp`` because the operator is unchanged) with x0 = 0,
-``rtol``, atol = 0, an infinite divergence tolerance and ``max_it = maxiter``:
+``rtol``, atol = 0, divergence tolerance 1e300 (none) and ``max_it = maxiter``:
 PETSc's stopping test is then ours, ``||r_k|| <= rtol ||b||`` on the
 recurrence residual. PETSc's ``KSPConvergedReason`` maps to ``converged``
 (any positive reason), ``maxiter`` (``DIVERGED_MAX_IT``) or ``breakdown``
@@ -44,8 +44,10 @@ option of another PC) is a ValueError naming it.
 **P ranks, out of process** (``case.ranks > 1``). The descriptor's runner
 (:func:`mpi_run`) starts ``mpiexec -n P python -m npo.precond.petsc_worker``
 (``$NPO_MPIEXEC`` replaces ``mpiexec``, e.g. ``srun`` or ``mpiexec --hostfile
-hosts``; see ``docs/cluster.md``). Honestly stated, the matrix is *not*
-assembled in parallel from local stencils: every rank builds the whole
+hosts``, and ``$NPO_MPI_TMPDIR`` names a shared directory for the case and
+record files when the ranks run on other nodes; see ``docs/cluster.md``).
+Honestly stated, the matrix is *not* assembled in parallel from local
+stencils: every rank builds the whole
 problem of the case from its definition (the same deterministic
 :func:`npo.measure.problem` as the one-rank path, so the same A and b on every
 rank) and keeps its contiguous block of rows (PETSc's default split) for an
@@ -78,14 +80,17 @@ algorithms are the same update for update, but PETSc (Debian) calls the
 reference BLAS ``ddot``/``daxpy``, and numpy/scipy OpenBLAS kernels
 (SIMD partial sums, FMA), and long unpreconditioned CG amplifies the last
 bits. tests/test_petsc.py shows both ways: our update sequence with PETSc's
-vector kernels gives PETSc's count exactly.
+vector kernels gives PETSc's count exactly. Which BLAS PETSc runs on is a
+system setting (Debian's ``libblas.so.3`` alternative), so ``info["blas"]``
+records it.
 
-**Memory** (``nbytes``): petsc4py 3.18 exposes no memory-usage query, and
-PETSc's ``MatGetInfo`` reports 0 bytes without ``-malloc_debug``; ``nbytes`` is
-therefore counted from the structures: the matrices the PC holds (coarse
-operators and interpolations of GAMG, the ICC factor, the coarse LU) at
-8 bytes per value plus one index per nonzero and the row offsets, plus the
-per-level work vectors (estimated); for BoomerAMG, whose hierarchy PETSc
+**Memory** (``nbytes``): petsc4py 3.18 exposes no memory-usage query
+(``PetscMemoryGetCurrentUsage`` and friends are not wrapped), and PETSc's
+``MatGetInfo`` reports ``memory`` = 0 in this build; ``nbytes`` is therefore
+counted from the structures: the matrices the PC holds (coarse operators and
+interpolations of GAMG, the ICC factor) at 8 bytes per value plus one index
+per nonzero and the row offsets, plus the per-level work vectors and GAMG's
+coarse LU (estimated: a dense factor); for BoomerAMG, whose hierarchy PETSc
 cannot see, from hypre's own statistics (memory complexity: the nonzeros of
 every level's operator and interpolation, including hypre's copy of A,
 relative to A) -- an estimate, labelled so in ``info["nbytes_basis"]``.
@@ -96,7 +101,6 @@ from __future__ import annotations
 import ctypes
 import itertools
 import json
-import math
 import os
 import re
 import shlex
@@ -106,6 +110,7 @@ import subprocess
 import sys
 import tempfile
 from collections import OrderedDict
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -179,7 +184,7 @@ def ksp_options(pc_type: str, options=None, ranks: int = 1) -> dict:
 def _check_option_dict(options) -> dict:
     if options is None:
         return {}
-    if not isinstance(options, dict):
+    if not isinstance(options, Mapping):
         raise ValueError(f"petsc: options must be a dict of PETSc options, got "
                          f"{type(options).__name__}")
     out = {}
@@ -234,7 +239,7 @@ def _unused(names) -> list[str]:
     out = []
     for name in names:
         flag = ctypes.c_int(0)
-        if lib.PetscOptionsUsed(None, ("-" + name).encode(), ctypes.byref(flag)) != 0:
+        if lib.PetscOptionsUsed(None, name.encode(), ctypes.byref(flag)) != 0:
             return []
         if not flag.value:
             out.append(name)
@@ -304,9 +309,8 @@ _MATS_MAX = 4
 
 def seq_mat(A):
     """A sequential AIJ copy of the CSR matrix ``A`` (reused for read-only ``A``)."""
-    if A.data.flags.writeable or A.indices.flags.writeable and A.indptr.flags.writeable:
-        if A.data.flags.writeable:
-            return _seq_mat_fresh(A)
+    if A.data.flags.writeable:  # may change under us: copy every time
+        return _seq_mat_fresh(A)
     key = (A.data.ctypes.data, A.indices.ctypes.data, A.indptr.ctypes.data, A.shape, A.nnz)
     hit = _MATS.get(key)
     if hit is not None:
@@ -320,6 +324,25 @@ def seq_mat(A):
 
 
 # --- facts: info and memory ----------------------------------------------------------------
+
+
+def petsc_blas() -> str:
+    """The BLAS library PETSc runs on (the system's, not numpy's bundled one).
+
+    PETSc's CG iteration counts depend on it (see the module docstring), so
+    ``info`` records it: Debian's ``libblas.so.3`` alternative may be the
+    reference BLAS or OpenBLAS.
+    """
+    petsc()
+    try:
+        with open("/proc/self/maps") as f:
+            paths = {ln.split()[-1] for ln in f if ".so" in ln}
+    except OSError:
+        return "unknown"
+    names = ("libblas", "libopenblas", "libmkl", "libblis", "libflexiblas", "libatlas")
+    hits = sorted(os.path.realpath(p) for p in paths
+                  if os.path.basename(p).startswith(names) and "site-packages" not in p)
+    return "; ".join(dict.fromkeys(hits)) or "unknown"
 
 
 def _index_bytes() -> int:
@@ -557,6 +580,7 @@ class PetscPC(Preconditioner):
             "petsc": petsc_version(),
             "ranks": 1,
             "options": dict(self.options_used),
+            "blas": petsc_blas(),
             **facts[0],
             "nbytes_basis": NBYTES_BASIS[self.pc_type],
         }
@@ -711,7 +735,10 @@ def mpi_run(case, *, suite: str = "", source: str = "cli", threads: int = 1, rep
     if shutil.which(cmd0[0]) is None:
         raise RuntimeError(f"{case.id}: MPI launcher {cmd0[0]!r} not found (run "
                            "`bash .ci/petsc-setup`, or set NPO_MPIEXEC; see docs/cluster.md)")
-    with tempfile.TemporaryDirectory(prefix="npo-petsc-") as tmp:
+    # the case and the record pass through files: on several nodes this
+    # directory must be on a shared file system ($NPO_MPI_TMPDIR)
+    shared = os.environ.get("NPO_MPI_TMPDIR") or None
+    with tempfile.TemporaryDirectory(prefix="npo-petsc-", dir=shared) as tmp:
         spec_path = Path(tmp) / "case.json"
         out_path = Path(tmp) / "record.json"
         spec = {**case_spec(case), "suite": suite, "source": source, "threads": int(threads),
@@ -771,7 +798,9 @@ def _skip(case) -> str | None:
         return None
     if shutil.which("mpiexec") is None:
         return "mpiexec not found (bash .ci/petsc-setup)"
-    cores = os.cpu_count() or 1
+    from npo.env import cores as local_cores
+
+    cores = local_cores()
     if case.ranks > cores:
         return (f"{case.ranks} ranks need {case.ranks} cores, this machine has {cores} "
                 "(set NPO_MPIEXEC to run across nodes: docs/cluster.md)")
