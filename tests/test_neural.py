@@ -319,6 +319,34 @@ def test_foreign_and_missing_checkpoints(tmp_path):
         from_checkpoint("no-such-model")
 
 
+def test_oversized_config_is_refused_before_allocation(good_ckpt, tmp_path):
+    import time
+
+    ck = torch.load(good_ckpt, weights_only=True)
+    ck["config"]["num_coarse"] = 10**9  # would allocate 128 GB of queries
+    bad = tmp_path / "huge.pt"
+    torch.save(ck, bad)
+    t0 = time.perf_counter()
+    with pytest.raises(ValueError, match=r"num_coarse = 1000000000 is outside \[1, 4096\]"):
+        from_checkpoint(bad)
+    assert time.perf_counter() - t0 < 1.0
+
+
+def test_malicious_pickle_is_refused_with_its_own_message(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("owned",))
+
+    bad = tmp_path / "evil.pt"
+    torch.save({"format": Evil()}, bad)  # a torch file whose pickle calls print() on load
+    with pytest.raises(ValueError) as exc:
+        from_checkpoint(bad)
+    msg = str(exc.value)
+    assert "refused: the file holds objects that safe loading does not allow" in msg
+    assert "possibly malicious" in msg and "corrupt" not in msg
+    assert "GLOBAL print was not an allowed global" in msg  # torch's reason, kept whole
+
+
 def test_save_rejects_non_json_metadata(tmp_path):
     with pytest.raises(ValueError, match="JSON"):
         save_checkpoint(NAMG(width=8, num_coarse=4, heads=2), tmp_path / "x.pt", {"a": object()})
