@@ -202,6 +202,11 @@ def plot_history(hist: pd.DataFrame, path, value: str = "iterations", rs=None) -
     h = hist[hist[value].notna()].copy()
     if h.empty:
         raise ValueError(f"no {value} values to plot")
+    # a case seen at one commit only has no history: keep the panels that have one
+    span = h.groupby(["case", "source", "machine", "device"], dropna=False)["commit"].transform(
+        "nunique")
+    if (span > 1).any():
+        h = h[h["case"].isin(set(h.loc[span > 1, "case"]))]
     h["panel"] = [f"{p}: n={n}, {f}" if p != "diffusion_2d" else f"n={n}, {f}"
                   for p, n, f in zip(h["problem"].fillna("diffusion_2d"), h["n"], h["field"],
                                      strict=True)]
