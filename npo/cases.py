@@ -263,6 +263,9 @@ def parse_suite(text: str, name: str, where: str, base_dir: Path | None = None) 
     _expect(isinstance(rhs_seed, int) and not isinstance(rhs_seed, bool) and rhs_seed >= 0,
             where, text, ("rhs_seed",), f"must be an integer >= 0, got {rhs_seed!r}")
 
+    for key in ("fields", "methods"):
+        _expect(isinstance(data.get(key, {}), dict), where, text, (key,),
+                f"must be a table of [{key}.<label>] tables")
     # user fields: [fields.<label>] problem = ..., kind-specific keys
     user_fields: dict[tuple[str, str], Field] = {}
     for label, spec in (data.get("fields") or {}).items():
@@ -305,6 +308,8 @@ def parse_suite(text: str, name: str, where: str, base_dir: Path | None = None) 
     groups_raw = data.get("group")
     _expect(isinstance(groups_raw, list) and groups_raw, where, text, ("group",),
             "a suite needs at least one [[group]]")
+    _expect(all(isinstance(g, dict) for g in groups_raw), where, text, ("group",),
+            "must be an array of [[group]] tables")
     groups = []
     for i, g in enumerate(groups_raw):
         bad = sorted(set(g) - _GROUP_KEYS)

@@ -51,7 +51,7 @@ def torch_device(device: str):
 
 def check_device(device) -> str:
     """``device`` if it is a device name (see the module docstring), else ValueError."""
-    if not isinstance(device, str) or not _DEVICE.match(device):
+    if not isinstance(device, str) or not _DEVICE.fullmatch(device):
         raise ValueError(f"unknown device {device!r}; expected cpu, torch:cpu or cuda[:k]")
     if is_torch(device):
         import importlib.util

@@ -214,7 +214,7 @@ def machine_name() -> str:
     component (letters, digits, ``_ . + -``, at most 64 characters).
     """
     name = os.environ.get("NPO_MACHINE") or socket.gethostname() or "unknown"
-    if not _SAFE_NAME.match(name) or name in (".", ".."):
+    if not _SAFE_NAME.fullmatch(name) or name in (".", ".."):
         src = "NPO_MACHINE" if os.environ.get("NPO_MACHINE") else "the host name"
         raise ValueError(f"{src} {name!r} is not a safe machine label: use letters, digits, "
                          "'_', '.', '+' or '-' (at most 64)")

@@ -166,7 +166,7 @@ def check_label(kind: str, label) -> str:
     Labels become parts of case ids and file names: letters, digits, ``_``,
     ``.`` and ``+`` only (no ``-``, no path separators).
     """
-    if not isinstance(label, str) or not _LABEL.match(label) or label in (".", ".."):
+    if not isinstance(label, str) or not _LABEL.fullmatch(label) or label in (".", ".."):
         raise ValueError(
             f"invalid {kind} label {label!r}: use letters, digits, '_', '.' or '+' only"
         )
@@ -208,7 +208,7 @@ def parse_case_id(cid: str) -> CaseKey:
             f"malformed case id {cid!r}; expected n<size>-<field>-<method> or "
             "<problem>-n<size>-<field>-<method>"
         )
-    m = _SIZE.match(size)
+    m = _SIZE.fullmatch(size)
     if not m:
         raise ValueError(f"malformed case id {cid!r}: size part {size!r} is not "
                          "n<integer>[p<ranks>]")

@@ -194,6 +194,11 @@ def _code_changed(a: str, b: str) -> str:
         " ..." if len(files) > 4 else "") if files else "no"
 
 
+def _date(d) -> str:
+    """The day of an ISO date, or 'date unknown' (a run outside the project's checkout)."""
+    return str(d)[:10] if isinstance(d, str) and d else "date unknown"
+
+
 def _cell(r) -> str:
     if pd.isna(r["iterations"]):
         txt = "-"
@@ -255,9 +260,9 @@ def history_markdown(h: pd.DataFrame, *, threshold: float = TIME_FLAG_RATIO,
             f"discontinuities, {int(g['single_sample'].sum())} single-sample cells.",
             "",
             "Commits in order: "
-            + ", ".join(f"`{s}` ({d[:10]})" for s, d in zip(commits["commit_short"],
-                                                              commits["commit_date"].astype(str),
-                                                              strict=True)),
+            + ", ".join(f"`{s}` ({_date(d)})" for s, d in zip(commits["commit_short"],
+                                                                commits["commit_date"],
+                                                                strict=True)),
             "",
             frame.reset_index().to_markdown(index=False),
             "",

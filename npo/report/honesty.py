@@ -133,7 +133,9 @@ def honesty_frame(records: pd.DataFrame, baseline: str = BASELINE) -> pd.DataFra
             r["speedup_wall"] = "-" if math.isnan(s_w) else (
                 f"{prefix}{s_w:.2f}x" + ("" if few or math.isnan(lo) or not b_ok
                                          else f" [{lo:.2f}, {hi:.2f}]"))
-            r["verdict"] = _verdict(is_base, ok, s_it, lo, hi, b_ok, few)
+            r["verdict"] = (_verdict(is_base, ok, s_it, lo, hi, b_ok, few) if b is not None
+                            else ("converged" if ok else "FAILS: not converged")
+                            + f" ({baseline} not run: no speed-up)")
             r["break_even"] = _break_even(r, b, b_ok)
             out.append(r)
     res = pd.DataFrame(out).reset_index(drop=True)
