@@ -89,22 +89,22 @@ def _select(args):
         if args.rhs:
             raise CLIError("--rhs goes with --matrix")
         suite = cases.get_suite(args.suite)
-        adhoc = [m for m in args.method or () if ":" in m]
-        if adhoc:  # run these methods on the suite's problems instead of its own methods
-            extra = tuple(methods.get_method(m) for m in adhoc)
+        if any(":" in m for m in args.method or ()):
+            # an ad hoc method: run the named methods on the suite's problems
+            chosen = tuple(methods.get_method(m) for m in args.method)
             suite = cases.Suite(suite.name, tuple(
-                Group(g.problem, g.sizes, g.fields, extra, g.ranks) for g in suite.groups),
+                Group(g.problem, g.sizes, g.fields, chosen, g.ranks) for g in suite.groups),
                 suite.description, suite.rtol, suite.rhs_seed, suite.path)
         filt = [(f"--{k}", v) for k, v in (("n", args.n), ("field", args.field),
-                                          ("method", [m for m in args.method or ()
-                                                      if ":" not in m])) if v]
+                                          ("method", args.method)) if v]
     if args.ranks:
         suite = cases.Suite(suite.name, tuple(
             Group(g.problem, g.sizes, g.fields, g.methods, tuple(args.ranks))
             for g in suite.groups), suite.description, suite.rtol, suite.rhs_seed, suite.path)
         filt.append(("--ranks", args.ranks))
-    meth = [m for m in args.method or () if ":" not in m] if not args.matrix else None
-    kw = dict(sizes=args.n, fields=args.field, methods=meth or None, device=args.device)
+    adhoc = args.matrix or any(":" in m for m in args.method or ())
+    kw = dict(sizes=args.n, fields=args.field, methods=None if adhoc else args.method,
+              device=args.device)
     selected = cases.cases(suite, **kw)
     skipped = cases.skipped(suite, **kw)
     filter_text = " ".join(f"{k} {' '.join(map(str, v))}" for k, v in filt)
