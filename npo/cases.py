@@ -211,7 +211,7 @@ def _line_of(text: str, path: tuple) -> int | None:
     if key is None:
         return start + 1
     for i in range(start + 1, stop):
-        if i > start + 1 and head.match(lines[i]):
+        if head.match(lines[i]):
             break
         if re.match(rf"^\s*\"?{re.escape(str(key))}\"?\s*=", lines[i]):
             return i + 1

@@ -3,7 +3,10 @@
 Importing this package does not import torch: the catalogue and the reports
 read the shipped models' metadata from their JSON sidecars with
 :func:`shipped_models`. The torch-backed pieces (:class:`NAMG`,
-:func:`from_checkpoint`, :func:`train`) are loaded on first access.
+:func:`from_checkpoint`) are loaded on first access. The trainer is
+``npo.neural.train.train``: ``npo.neural.train`` is always the module, never a
+lazily bound function of the same name, so it means one thing whether or not
+the module has been imported.
 
 Four rooms, as in neuraloperator: :mod:`npo.neural.model` (the NAMG network),
 :mod:`npo.neural.data` (operators, CG residuals, exact targets),
@@ -31,7 +34,6 @@ __all__ = [
     "from_checkpoint",
     "resolve_checkpoint",
     "shipped_models",
-    "train",
 ]
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -39,7 +41,6 @@ WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 _LAZY = {
     "NAMG": ("npo.neural.model", "NAMG"),
     "from_checkpoint": ("npo.neural.checkpoint", "from_checkpoint"),
-    "train": ("npo.neural.train", "train"),
 }
 
 
