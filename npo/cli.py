@@ -14,6 +14,7 @@ import math
 import signal
 import sys
 import time
+import warnings
 from pathlib import Path
 
 __all__ = ["main"]
@@ -450,6 +451,11 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    # one line, like the errors: no source line of the library that warned
+    print(f"npo-bench: warning: {message}", file=sys.stderr)
+
+
 def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt
 
@@ -461,7 +467,13 @@ def main(argv=None) -> int:
     try:
         if getattr(args, "repeats", 1) < 1:
             raise CLIError("--repeats must be >= 1")
-        return int(args.func(args) or 0)
+        if args.command in ("run", "gate", "train"):
+            from npo import env
+
+            env.machine_name()  # it names run-store folders and every record: check it first
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            return int(args.func(args) or 0)
     except Interrupted as exc:
         print(f"npo-bench: interrupted; {exc}", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -220,3 +220,37 @@ def test_cases_lists_skips_and_json(capsys):
     # the example plugin and PETSc's methods, where installed, add their own cases
     builtin = [c for c in data["cases"] if c["method"] != "ssor" and "petsc" not in c["method"]]
     assert len(builtin) == 40 and data["cases"][0]["case"] == "n32-constant-cg"
+
+
+def test_unsafe_machine_name_is_refused_before_any_work(monkeypatch, capsys):
+    from npo import measure
+
+    def refuse(*a, **k):
+        raise AssertionError("a case was measured before NPO_MACHINE was checked")
+    monkeypatch.setattr(measure, "run_cases", refuse)
+    monkeypatch.setenv("NPO_MACHINE", "../evil")
+    for argv in (["run", "--n", "32", "--method", "cg", "--no-write"],
+                 ["gate", "--case", "n32-constant-cg"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err == ("npo-bench: error: NPO_MACHINE '../evil' is not a safe machine label: use "
+                       "letters, digits, '_', '.', '+' or '-' (at most 64)\n"), err
+
+
+def test_too_many_threads_is_a_one_line_warning_and_the_real_count(monkeypatch, capsys):
+    from npo import env, measure
+
+    seen = {}
+
+    def fake_run(selected, *, threads, **k):
+        seen["threads"] = threads
+        raise KeyboardInterrupt
+    monkeypatch.setattr(measure, "run_cases", fake_run)
+    many = env.cores() + 7
+    assert main(["run", "--n", "32", "--method", "cg", "--field", "constant", "--no-write",
+                 "--threads", str(many)]) == 130
+    err = capsys.readouterr().err
+    assert seen["threads"] == env.cores()
+    assert (f"npo-bench: warning: {many} threads requested on a machine with {env.cores()} "
+            f"cores; using {env.cores()}\n") in err
+    assert "clamp_threads" not in err  # no source line
