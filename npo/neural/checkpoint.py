@@ -136,7 +136,9 @@ def load_checkpoint(path_or_name, map_location="cpu") -> dict:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         reason = _unpickler_reason(str(e))
-        if "Unsupported global" in reason:
+        # torch words it two ways: "Unsupported global: GLOBAL x was not an allowed global"
+        # and "Trying to load unsupported GLOBAL posix.system whose module posix is blocked"
+        if "unsupported global" in reason.lower():
             raise ValueError(
                 f"{where}: refused: the file holds objects that safe loading does not allow "
                 f"(possibly not a checkpoint, possibly malicious); torch: {reason}"
