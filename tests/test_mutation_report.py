@@ -138,8 +138,9 @@ def test_verdict_rules():
     assert v(False, True, 5, 1.2, 3, True, True) == "wins (1 sample)"
     assert v(False, True, 5, 0.1, 0.5, True, False) == "LOSES despite 5.0x fewer iterations"
     assert v(False, True, 1.0, 0.1, 0.5, True, False) == "LOSES"
-    assert v(False, True, 1.05, 0.1, 0.5, True, True) == "LOSES despite 1.1x fewer iterations " \
-                                                         "(1 sample)"
+    assert v(False, True, 1.05, 0.1, 0.5, True, True) == "LOSES (1 sample)"  # inside the band
+    assert v(False, True, 1.1, 0.1, 0.5, True, True) == "LOSES despite 1.1x fewer iterations " \
+                                                        "(1 sample)"
     assert v(False, True, math.nan, 0.1, 0.5, True, True) == "LOSES (1 sample)"
     assert v(False, True, 5, 0.9, 1.2, True, False) == "tie"
     assert v(False, True, 5, 0.9, 1.2, True, True) == "tie (1 sample)"
