@@ -330,3 +330,15 @@ def test_store_ignores_temp_files_and_latest_skips_filtered(tmp_path):
     frame["code_version"], frame["env"] = "", ""
     table = latest_honesty(frame)
     assert set(table["iterations"]) == {116}  # the filtered (newer) run is never "latest"
+
+
+def test_timings_without_iterations_are_not_judged():
+    from npo.report import build
+
+    df = pd.DataFrame({"source": ["cli"] * 2, "filter": [None, None], "suite": ["q"] * 2, "device": ["cpu"] * 2,
+                       "machine": ["m", "m"], "case": ["n32-constant-cg", "n32-constant-ilu"],
+                       "commit": ["c", "c"], "converged": pd.array([pd.NA, pd.NA], dtype="boolean"),
+                       "problem": ["diffusion_2d"] * 2, "n": [32, 32], "field": ["constant"] * 2,
+                       "timestamp": pd.to_datetime(["2026-01-01", "2026-01-01"], utc=True),
+                       "commit_date": pd.to_datetime(["2026-01-01", "2026-01-01"], utc=True)})
+    assert build.latest_honesty(df) is None  # timings only: nothing to judge, no crash

@@ -79,6 +79,11 @@ def latest_honesty(df: pd.DataFrame) -> pd.DataFrame:
     else:
         d = hist.latest(df[df["source"] == df["source"].iloc[0]])
         d = d[d["machine"] == d["machine"].iloc[0]]
+    # timings without an iteration count (a pytest-benchmark file of timings only) cannot be
+    # judged: they stay in measurements.csv and history, not in the honesty table
+    d = d[d["converged"].notna()]
+    if d.empty:
+        return None
     return honesty.honesty_frame(d.sort_values(["problem", "n", "field"], kind="stable"))
 
 
@@ -109,13 +114,16 @@ def build_reports(asv_dir=None, benchmarks_dir=None, runs_dir=None, out="reports
         rs.csv("history.csv", h)
         rs.text("history.md", hist.history_markdown(h))
         rs.text("latest-honesty.md", honesty.honesty_markdown(
-            table, "Latest honesty table (from `npo-bench report`)"))
+            table, "Latest honesty table (from `npo-bench report`)") if table is not None else
+            "# Latest honesty table (from `npo-bench report`)\n\nNo record of these sources "
+            "has an iteration count and a convergence flag: there is nothing to judge.\n")
         plots.plot_history(h, "plots/history-iterations.png", "iterations", rs=rs)
         for value in ("solve_s", "apply_per_spmv"):
             if h[value].notna().any():
                 name = "history-solve.png" if value == "solve_s" else "history-apply-per-spmv.png"
                 plots.plot_history(h, f"plots/{name}", value, rs=rs)
-        plots.plot_iterations(table, "plots/latest-iterations.png", rs=rs)
-        if table["total_s"].notna().any():
+        if table is not None:
+            plots.plot_iterations(table, "plots/latest-iterations.png", rs=rs)
+        if table is not None and table["total_s"].notna().any():
             plots.plot_time_to_solution(table, "plots/latest-time-to-solution.png", rs=rs)
     return rs.committed
