@@ -1195,6 +1195,8 @@ def test_plot_history(figs):
 
 
 def test_save_writes_pngs_atomically(tmp_path):
+    import matplotlib.pyplot as plt
+
     plt.close("all")  # figures another test kept open are not ours to count
     t = _table()
     p = plots.plot_iterations(t, tmp_path / "a" / "it.png")
