@@ -65,8 +65,9 @@ def write_run_reports(records: list[dict], out, *, suite: str, filter_text: str 
     return rs
 
 
-def latest_honesty(df: pd.DataFrame) -> pd.DataFrame:
-    """Honesty frame of the newest unfiltered CLI run, else the newest asv commit.
+def latest_honesty(df: pd.DataFrame) -> pd.DataFrame | None:
+    """Honesty frame of the newest unfiltered CLI run, else the newest asv commit; None when
+    no chosen record has a convergence flag (timings only: nothing to judge).
 
     Filtered runs (a non-empty ``filter``) are never promoted to "latest".
     """
