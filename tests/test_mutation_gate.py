@@ -572,8 +572,6 @@ def test_select_lists_cases_whose_requirement_is_missing(monkeypatch):
     # only nystrom's cases skip for the fake requirement (PETSc's may skip too, where absent)
     assert {cid for cid, why in skipped.items() if why == "install xyz"} == \
         {c.id for c in real(cases.get_suite("quick")) if c.method.label == "nystrom"}
-    assert all(why == "install xyz" for cid, why in skipped.items() if "-nystrom" in cid)
-    assert all("nystrom" in k for k in skipped)
 
 
 def test_run_gate_update_compare_json_and_summary(tmp_path, capsys, fake_measure, monkeypatch):
