@@ -1509,3 +1509,15 @@ def test_code_changed_lists_four_files_then_abbreviates(monkeypatch, tmp_path):
                                  "time_flag": False, "time_detail": "",
                                  "discontinuity": False}))
     assert cell == "3 / 12.3 ms"
+
+
+def test_asv_code_hash_versions_are_shortened_like_git_hashes():
+    from npo.report.load import _short_version
+    h = "0123456789abcdef" * 4
+    assert _short_version(h) == "0123456789ab"
+    # only asv's 64-hex code hash is shortened: our protocol versions and anything else stay
+    assert _short_version("protocol-2") == "protocol-2"
+    assert _short_version(h.upper()) == h.upper()
+    assert _short_version(h + "0") == h + "0"
+    assert _short_version(h[:-1]) == h[:-1]
+    assert _short_version(3) == "3"
