@@ -27,6 +27,7 @@ and its median. All of it runs with pinned thread counts
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import statistics
@@ -49,6 +50,7 @@ __all__ = [
     "build_record",
     "cost_samples",
     "direct_solution",
+    "krylov_parity",
     "make_preconditioner",
     "measure",
     "on_device",
@@ -107,6 +109,36 @@ def on_device(case: Case, p: Problem):
     if not devices.is_torch(case.device):
         return p.A, p.b
     return devices.to_torch_csr(p.A, case.device), devices.to_tensor(p.b, case.device)
+
+
+def krylov_parity(case: Case, *, maxiter: int | None = None, device: str = "torch:cpu",
+                  p: Problem | None = None):
+    """The case's Krylov solve on numpy and on tensors of ``device``: ``(numpy, tensor)``.
+
+    Both runs use the same CPU preconditioner, set up once (applied to the tensors through a
+    host round trip), so any difference in iterations comes from the Krylov loop on tensors
+    alone: the loop the GPU runs. For the torch-vs-numpy parity test and its table
+    (``tools/torch-parity.py``). Cases with their own engine (PETSc) have no such loop.
+    """
+    spec = case.method
+    if spec.solver is not None:
+        raise ValueError(f"{case.id}: its method brings its own solver; no Krylov loop to compare")
+    p = p if p is not None else problem(case)
+    M = make_preconditioner(case, p).setup(p.A)
+    solver = getattr(krylov, spec.krylov if spec.krylov != "auto" else (
+        "pcg" if getattr(M, "linear", True) and getattr(M, "symmetric", True) else "fcg"))
+    cap = case.maxiter if maxiter is None else maxiter
+
+    def on_host(r):
+        return devices.to_tensor(M.apply(_host(r)), device)
+
+    on_host.linear = M.linear
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # the NPO-in-PCG control warns
+        ref = solver(p.A, p.b, M, rtol=case.rtol, maxiter=cap, check_symmetric=False)
+        res = solver(devices.to_torch_csr(p.A, device), devices.to_tensor(p.b, device),
+                     on_host, rtol=case.rtol, maxiter=cap, check_symmetric=False)
+    return ref, res
 
 
 def _host(x) -> np.ndarray:
@@ -178,6 +210,21 @@ def time_solve(case: Case, A, b, M, *, repeats: int = STAGE_REPEATS):
     return samples, res
 
 
+def _released(case: Case, fn):
+    """``fn()``, then the method's ``release`` once every object of the case is dropped.
+
+    Outside every timing: what a library frees late (petsc4py hands the PETSc
+    objects Python dropped to PETSc's garbage, a whole KSP/PC hierarchy per
+    setup, until it is cleaned up) must not pile up from case to case.
+    """
+    try:
+        return fn()
+    finally:
+        if case.method.release is not None:
+            gc.collect()
+            case.method.release()
+
+
 def cost_samples(case: Case, *, repeats: int, setup: bool = True, iteration: bool = True,
                  max_timed_solve_s: float = 1.0) -> dict:
     """The gate's view of a case: outcome plus cost samples in SpMV units.
@@ -189,6 +236,13 @@ def cost_samples(case: Case, *, repeats: int, setup: bool = True, iteration: boo
     batch of solves lasting >= 10 ms, for converged solves under
     ``max_timed_solve_s``).
     """
+    return _released(case, lambda: _cost_samples(case, repeats=repeats, setup=setup,
+                                                 iteration=iteration,
+                                                 max_timed_solve_s=max_timed_solve_s))
+
+
+def _cost_samples(case: Case, *, repeats: int, setup: bool, iteration: bool,
+                  max_timed_solve_s: float) -> dict:
     p = problem(case)
     A, b = p.A, p.b
     M = make_preconditioner(case, p).setup(A)
@@ -262,6 +316,13 @@ def measure(
             raise ValueError(f"{case.id}: {case.method.label} cannot run on {case.ranks} ranks")
         return case.method.runner(case, suite=suite, source=source, threads=threads,
                                   repeats=repeats, filter=filter)
+    return _released(case, lambda: _measure_here(case, suite=suite, source=source,
+                                                 threads=threads, repeats=repeats,
+                                                 filter=filter))
+
+
+def _measure_here(case: Case, *, suite: str, source: str, threads: int, repeats: int,
+                  filter: str) -> dict:
     with env.pinned_threads(threads):
         p = problem(case)
         A, b = on_device(case, p)  # every timing below is on the case's device

@@ -134,6 +134,11 @@ class MethodSpec:
         cannot measure in this process (``ranks > 1``: under ``mpiexec``).
         It must follow the protocol of :func:`npo.measure.measure` and return
         a record with every column of :data:`npo.schema.RECORD_COLUMNS`.
+    release : callable, optional
+        ``release()``, called after each case the protocol measured in this
+        process, outside every timing, once the case's objects are dropped:
+        frees what the method's library defers (PETSc's garbage of destroyed
+        objects).
     """
 
     label: str
@@ -157,6 +162,7 @@ class MethodSpec:
     options_for: Callable | None = field(default=None, hash=False, compare=False)
     skip: Callable | None = field(default=None, hash=False, compare=False)
     runner: Callable | None = field(default=None, hash=False, compare=False)
+    release: Callable | None = field(default=None, hash=False, compare=False)
     source: str = field(default="", compare=False)
 
     def __post_init__(self):

@@ -400,3 +400,23 @@ def test_reference_amg_pcg_vs_pyamg(monkeypatch):
                    "ratio": 2.0}
     t0 = reference._timed(lambda: 5)
     assert t0 == (2.0, 5)
+
+
+def test_release_runs_after_each_in_process_case_even_on_error():
+    """A method's ``release`` is called once per case, after its objects are dropped."""
+    import dataclasses
+
+    from npo import cases as _cases
+
+    calls = []
+    c = _cases.get_case("n16-constant-jacobi")
+    c = dataclasses.replace(c, method=dataclasses.replace(
+        c.method, release=lambda: calls.append("released")))
+    rec = measure.measure(c, repeats=1)
+    assert rec["converged"] and calls == ["released"]
+    measure.cost_samples(c, repeats=1, setup=False, iteration=False)
+    assert calls == ["released"] * 2
+    boom = dataclasses.replace(c, rtol=-1.0)
+    with pytest.raises(ValueError):
+        measure.measure(boom, repeats=1)
+    assert calls == ["released"] * 3

@@ -262,6 +262,34 @@ def test_protocol_record(registered):
     assert "petsc4py" in json.loads(rec["versions"])
 
 
+def _garbage_entries(capfd) -> int:
+    PETSc = pp.petsc()
+    capfd.readouterr()
+    PETSc.garbage_view(PETSc.COMM_SELF)
+    out = capfd.readouterr().out
+    return int(out.split("Total entries:")[1].split()[0])
+
+
+@pytest.mark.parametrize("label", ["petsc_hypre", "petsc_gamg"])
+def test_measured_cases_leave_no_petsc_garbage(registered, capfd, label):
+    """petsc4py defers the destruction of dropped objects to PETSc's garbage: every
+    setup's hierarchy stayed in memory until the 1024^2 suite was killed at 24 GB."""
+    import gc
+
+    c = cases.get_case(f"n32-constant-{label}")
+    p = measure.problem(c)
+    M = measure.make_preconditioner(c, p).setup(p.A)
+    del M
+    gc.collect()
+    assert _garbage_entries(capfd) > 0  # what petsc4py leaves behind without a release
+    c.method.release()
+    assert _garbage_entries(capfd) == 0
+    measure.measure(c, suite="test", repeats=2)
+    assert _garbage_entries(capfd) == 0
+    measure.cost_samples(c, repeats=2)
+    assert _garbage_entries(capfd) == 0
+
+
 # --- (d) MPI ranks -------------------------------------------------------------------------
 
 
