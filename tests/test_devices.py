@@ -28,29 +28,12 @@ STALL_CAP = 200
 LONG = 500
 
 
-def _host_precond(M, device):
-    """A CPU preconditioner as a callable on tensors (for Krylov parity only)."""
-
-    def apply(r):
-        return devices.to_tensor(M.apply(r.detach().cpu().numpy()), device)
-
-    apply.linear = M.linear
-    return apply
-
-
-@pytest.mark.filterwarnings("ignore:pcg with a nonlinear preconditioner")
 @pytest.mark.parametrize("case", QUICK, ids=lambda c: c.id)
 def test_torch_krylov_takes_numpy_iterations(case):
     """PCG/FCG on tensors vs on numpy, same preconditioner, every quick case (float64 CPU)."""
-    p = measure.problem(case)
-    M = measure.make_preconditioner(case, p).setup(p.A)
     stalls = not _BASELINE.get(case.id, {"converged": True})["converged"]
     cap = STALL_CAP if stalls else case.maxiter
-    solver = getattr(krylov, case.method.krylov)
-    ref = solver(p.A, p.b, M, rtol=case.rtol, maxiter=cap, check_symmetric=False)
-    A_t, b_t = devices.to_torch_csr(p.A, "torch:cpu"), devices.to_tensor(p.b, "torch:cpu")
-    res = solver(A_t, b_t, _host_precond(M, "torch:cpu"), rtol=case.rtol, maxiter=cap,
-                 check_symmetric=False)
+    ref, res = measure.krylov_parity(case, maxiter=cap)
     assert res.converged == ref.converged and res.reason == ref.reason
     if ref.iterations > LONG:
         # plain CG (and Nystrom, which barely changes it) on the jump field: kappa ~ 1e5,
@@ -66,6 +49,12 @@ def test_torch_krylov_takes_numpy_iterations(case):
         assert res.iterations == ref.iterations
     assert res.true_relres == pytest.approx(ref.true_relres, rel=0.5)
     np.testing.assert_allclose(res.x.numpy(), ref.x, rtol=0, atol=1e-6 * np.abs(ref.x).max())
+
+
+def test_krylov_parity_refuses_a_method_with_its_own_solver():
+    engine = next(c for c in cases.cases("quick") if c.method.solver is not None)
+    with pytest.raises(ValueError, match="brings its own solver"):
+        measure.krylov_parity(engine)
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -1521,3 +1521,99 @@ def test_asv_code_hash_versions_are_shortened_like_git_hashes():
     assert _short_version(h + "0") == h + "0"
     assert _short_version(h[:-1]) == h[:-1]
     assert _short_version(3) == "3"
+
+
+def test_plot_history_figure_spec(figs):
+    """The history figure as published: every artist's style, labels, sizes and panels."""
+    from matplotlib.colors import to_hex
+
+    rows = []
+    for k, (c, d) in enumerate((("c1", "2024-01-01"), ("c2", "2024-01-02"),
+                                ("c3", "2024-01-03"))):
+        date = f"{d}T00:00:00+00:00"
+        # two methods at n=64 (history), jacobi's problem unknown (NaN: counts as diffusion_2d)
+        rows.append(_hrow(c, date, case="n64-jump-cg", n=64, field="jump",
+                          solve_samples=_S(1e-2 * (1 + 2 * (k == 2))),
+                          solve_s=1e-2 * (1 + 2 * (k == 2)),
+                          iter_per_spmv=2.0 + 2 * (k == 2)))
+        rows.append(_hrow(c, date, case="n64-jump-jacobi", n=64, field="jump",
+                          method="jacobi", problem=math.nan, iterations=50 - (k == 1)))
+        # n=16 sorts before n=64 whatever the row order
+        rows.append(_hrow(c, date, case="n16-b-cg", n=16, field="b", iterations=40))
+    # a case seen at one commit only: no history, no panel
+    rows.append(_hrow("c3", "2024-01-03T00:00:00+00:00", case="n8-a-cg", n=8, field="a"))
+    h = hist.history(pd.DataFrame(rows))
+    plots.plot_history(h, "h.png", "solve_s")
+    fig = figs[-1]
+    axes = [a for a in fig.axes if a.get_visible()]
+    assert [a.get_title() for a in axes] == ["n=16, b", "n=64, jump"]
+    assert tuple(fig.get_size_inches()) == pytest.approx((5.2 * 2, 3.6 + 0.9))
+    for ax in axes:
+        assert ax.get_title("center") and ax.title.get_fontsize() == 9
+        assert ax.yaxis.label.get_fontsize() == 8
+        assert ax.xaxis._major_tick_kw.get("gridOn") is True
+        assert all(ln.get_alpha() == 0.3 for ln in ax.get_xgridlines())
+        labels = ax.get_xticklabels()
+        assert [t.get_text() for t in labels] == ["c1", "c2", "c3"]
+        assert {(t.get_rotation(), t.get_ha(), t.get_fontsize()) for t in labels} == {
+            (60.0, "right", 6.0)}
+    ax = axes[1]
+    drawn = {ln.get_gid(): ln for ln in ax.get_lines() if ln.get_gid()}
+    assert set(drawn) == {"method:cg", "method:jacobi"}
+    for m, ln in drawn.items():
+        st = plots.style(m.split(":")[1])
+        assert ln.get_marker() == st["marker"] and to_hex(ln.get_color()) == st["color"]
+        assert ln.get_markersize() == 4 and ln.get_alpha() == 0.85
+        assert list(ln.get_xdata()) == [0, 1, 2]
+    assert list(drawn["method:cg"].get_ydata()) == pytest.approx([1e-2, 1e-2, 3e-2])
+    (ring,) = [ln for ln in ax.get_lines() if not ln.get_gid()]
+    assert list(ring.get_xdata()) == [2] and list(ring.get_ydata()) == pytest.approx([3e-2])
+    assert (ring.get_linestyle(), ring.get_marker(), ring.get_markersize(),
+            ring.get_markeredgecolor(), ring.get_markerfacecolor(),
+            ring.get_markeredgewidth()) == ("None", "o", 11, "red", "none", 1.5)
+    assert fig._suptitle.get_fontsize() == 10
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["cg", "jacobi"]
+    assert plots.method_colours(fig) == {
+        "cg": {plots.style("cg")["color"]}, "jacobi": {plots.style("jacobi")["color"]}}
+
+    # a *_spmv metric is a time metric: rings on time flags, not on iteration changes
+    plots.plot_history(h, "h2.png", "iter_per_spmv")
+    ax = [a for a in figs[-1].axes if a.get_visible()][1]
+    (ring,) = [ln for ln in ax.get_lines() if not ln.get_gid()]
+    assert list(ring.get_xdata()) == [2] and list(ring.get_ydata()) == [4.0]
+    assert ax.get_ylabel() == "cost per iteration [SpMV]"
+    # iterations: the ring is jacobi's change at c2 (and back at c3)
+    plots.plot_history(h, "h3.png", "iterations")
+    ax = [a for a in figs[-1].axes if a.get_visible()][1]
+    (ring,) = [ln for ln in ax.get_lines() if not ln.get_gid()]
+    assert list(ring.get_xdata()) == [1, 2] and list(ring.get_ydata()) == [49, 50]
+    # a value without a unit is labelled with its own name, in the axis and the title
+    plots.plot_history(h.assign(relres=1e-11), "h4.png", "relres")
+    ax = [a for a in figs[-1].axes if a.get_visible()][0]
+    assert ax.get_ylabel() == "relres"
+    assert figs[-1]._suptitle.get_text().startswith("relres over commits (")
+
+
+def test_plot_history_keeps_single_commit_panels_when_nothing_has_history(figs):
+    h = hist.history(pd.DataFrame([_hrow("c1", "2024-01-01T00:00:00+00:00"),
+                                   _hrow("c1", "2024-01-01T00:00:00+00:00", case="n64-x-cg",
+                                         n=64, field="x", machine=math.nan)]))
+    plots.plot_history(h, "h.png")
+    assert [a.get_title() for a in figs[-1].axes if a.get_visible()] == [
+        "n=32, constant", "n=64, x"]
+    # one line per (method, source, machine, device), a NaN machine included
+    ax = [a for a in figs[-1].axes if a.get_visible()][1]
+    assert [ln.get_gid() for ln in ax.get_lines()] == ["method:cg"]
+
+
+def test_method_colours_reads_only_method_lines():
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [0, 1], color="#ff0000", gid="method:pkg:mod")
+    ax.plot([0, 1], [0, 1], color="#00ff00", gid="other:x")
+    ax.plot([0, 1], [0, 1], color="#0000ff")
+    try:
+        assert plots.method_colours(fig) == {"pkg:mod": {"#ff0000"}}
+    finally:
+        plt.close(fig)
