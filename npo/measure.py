@@ -125,8 +125,7 @@ def krylov_parity(case: Case, *, maxiter: int | None = None, device: str = "torc
         raise ValueError(f"{case.id}: its method brings its own solver; no Krylov loop to compare")
     p = p if p is not None else problem(case)
     M = make_preconditioner(case, p).setup(p.A)
-    solver = getattr(krylov, spec.krylov if spec.krylov != "auto" else (
-        "pcg" if getattr(M, "linear", True) and getattr(M, "symmetric", True) else "fcg"))
+    solver = getattr(krylov, _krylov_name(case, M))
     cap = case.maxiter if maxiter is None else maxiter
 
     def on_host(r):
@@ -145,6 +144,15 @@ def _host(x) -> np.ndarray:
     return x if isinstance(x, np.ndarray) else x.detach().cpu().numpy()
 
 
+def _krylov_name(case: Case, M) -> str:
+    """The :mod:`npo.krylov` solver of the case: its descriptor's, or for ``auto`` pcg when
+    the built ``M`` is linear and symmetric, else fcg."""
+    name = case.method.krylov
+    if name == "auto":
+        name = "pcg" if getattr(M, "linear", True) and getattr(M, "symmetric", True) else "fcg"
+    return name
+
+
 def solve(case: Case, A, b, M) -> krylov.SolveResult:
     """Run the case's Krylov method with its rtol and maxiter.
 
@@ -155,9 +163,7 @@ def solve(case: Case, A, b, M) -> krylov.SolveResult:
     if spec.solver is not None:
         return spec.solver(A, b, M, rtol=case.rtol, maxiter=case.maxiter)
     # the matrix was checked once when the problem was built (see _problem)
-    name = spec.krylov
-    if name == "auto":
-        name = "pcg" if getattr(M, "linear", True) and getattr(M, "symmetric", True) else "fcg"
+    name = _krylov_name(case, M)
     with warnings.catch_warnings():
         # the NPO-in-PCG negative control warns by design
         warnings.simplefilter("ignore", RuntimeWarning)
