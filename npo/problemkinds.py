@@ -167,6 +167,8 @@ def _diffusion_field(label, spec):
     contrast = float(spec.pop("contrast", 1.0))
     seed = int(spec.pop("seed", 0))
     _no_extra(label, spec)
+    if seed < 0:
+        raise ValueError(f"field {label!r}: seed must be a non-negative integer, got {seed}")
     problems.coefficient(family, 2, contrast, seed)  # validates contrast now
     return Field(label, family, contrast, seed)
 

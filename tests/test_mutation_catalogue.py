@@ -926,3 +926,23 @@ def test_all_fields_after_others_and_small_sizes(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     s = cases.load_suite(d / "rel.toml")
     assert s.groups[0].fields[0].param("path") == str((d / "m.mtx").resolve())
+
+
+def test_field_checks_and_pyamg_builds(monkeypatch):
+    k = get_kind("diffusion_2d")
+    with pytest.raises(ValueError) as e:
+        k.make_field("x", {"family": "lognormal", "seed": -1})
+    assert str(e.value) == "field 'x': seed must be a non-negative integer, got -1"
+    ke = get_kind("elasticity_2d")
+    assert ke.make_field("soft", {"E": 0.5}).params == (("E", 0.5), ("nu", 0.3))
+    for kind, spec in (("elasticity_2d", {"zz": 1}), ("mtx", {"path": "x.mtx", "zz": 1})):
+        with pytest.raises(ValueError) as e:
+            get_kind(kind).make_field("f", dict(spec))
+        assert str(e.value) == "field 'f': unknown key(s) ['zz']"
+    kp = get_kind("pyamg")
+    p = kp.build(0, kp.fields["bar"], 3)
+    np.testing.assert_array_equal(p.b, problems.normal_rhs(600, 3))
+    A = problems.poisson_2d(3)
+    B2 = np.ones((9, 2))
+    monkeypatch.setattr(problemkinds, "_example", lambda name: (A, B2))
+    assert kp.build(0, kp.fields["bar"], 3).meta["near_nullspace"] is B2

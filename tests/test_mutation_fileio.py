@@ -340,3 +340,12 @@ def test_check_output_dir_not_writable(tmp_path, monkeypatch):
         check_output_dir(tmp_path)
     assert str(e.value) == f"--out {str(tmp_path)!r} is not writable: Permission denied"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_report_set_abort_tolerates_a_staged_file_already_gone(tmp_path):
+    rs = ReportSet(tmp_path)
+    rs.text("a.txt", "x")
+    for tmp, _, _ in rs._staged:
+        tmp.unlink()
+    rs.abort()
+    assert rs.state == "aborted" and not (tmp_path / "a.txt").exists()

@@ -3,6 +3,7 @@
 Timings are not measured: ``npo.timing``'s samplers are replaced by fakes that return fixed
 samples (and still call the function once, so the objects are real)."""
 
+import inspect
 import json
 import math
 import statistics
@@ -386,9 +387,18 @@ def test_reference_amg_pcg_vs_pyamg(monkeypatch):
     from npo import reference
     from npo.problems import grf_rhs, poisson_2d
 
-    seq = iter([0.0, 2.0, 2.0, 3.0] * 5)
+    seq = iter([0.0, 2.0, 2.0, 2.5] * 5)
     monkeypatch.setattr(reference.time, "perf_counter", lambda: next(seq))
+    built = []
+    real_get = reference.get
+
+    def get(name, **kw):
+        built.append((name, kw))
+        return real_get(name, **kw)
+
+    monkeypatch.setattr(reference, "get", get)
     out = reference.amg_pcg_vs_pyamg(n=8, repeats=2, rtol=1e-8)
+    assert built == [("amg", {"solver": "sa", "seed": 0})]
     A, b = poisson_2d(8), grf_rhs(8)
     from npo.precond import get
 
@@ -396,8 +406,11 @@ def test_reference_amg_pcg_vs_pyamg(monkeypatch):
     residuals = []
     M.ml.solve(b, tol=1e-8, accel="cg", residuals=residuals)
     assert out == {"n": 8, "iterations": krylov.pcg(A, b, M, rtol=1e-8).iterations,
-                   "pyamg_iterations": len(residuals) - 1, "pcg_s": 2.0, "pyamg_s": 1.0,
-                   "ratio": 2.0}
+                   "pyamg_iterations": len(residuals) - 1, "pcg_s": 2.0, "pyamg_s": 0.5,
+                   "ratio": 4.0}
+    for fn in (reference.pcg_vs_scipy, reference.amg_pcg_vs_pyamg):
+        params = inspect.signature(fn).parameters
+        assert [params[k].default for k in ("n", "repeats", "rtol")] == [512, 5, 1e-10]
     t0 = reference._timed(lambda: 5)
     assert t0 == (2.0, 5)
 
@@ -420,3 +433,58 @@ def test_release_runs_after_each_in_process_case_even_on_error():
     with pytest.raises(ValueError):
         measure.measure(boom, repeats=1)
     assert calls == ["released"] * 3
+
+
+def test_cost_samples_times_against_the_case_spmv_and_its_own_objects(monkeypatch):
+    """Every ratio is taken against an SpMV of the case's matrix; setup on the case's problem."""
+    c = cases.get_case("n8-jump1e2-jacobi")
+    p = measure.problem(c)
+    v = timing.unit_vector(p.N)
+    refs, fns = [], []
+
+    def ratio_samples(fn, ref, repeats, **kw):
+        refs.append(np.asarray(ref()))
+        fns.append(fn())
+        return [1.0] * repeats
+
+    made = []
+    assert c.method.options_for is None
+    monkeypatch.setattr(timing, "ratio_samples", ratio_samples)
+    c2 = replace(c, method=replace(c.method, options_for=lambda case, prob: made.append(prob) or {}))
+    measure.cost_samples(c2, repeats=2)
+    assert len(refs) == 3
+    for r in refs:
+        np.testing.assert_array_equal(r, p.A @ v)
+    assert all(m is p for m in made) and len(made) == 2  # the first setup, the timed setup
+    assert inspect.signature(measure.cost_samples).parameters["max_timed_solve_s"].default == 1.0
+
+
+@pytest.mark.parametrize(("its", "timed"), [(0, False), (1, True), (2, True)])
+def test_cost_samples_times_iterations_only_of_a_solve_that_iterated(monkeypatch, its, timed):
+    c = cases.get_case("n8-jump1e2-jacobi")
+    p = measure.problem(c)
+    real = measure.solve(c, p.A, p.b, measure.make_preconditioner(c).setup(p.A))
+    monkeypatch.setattr(measure, "solve", lambda *a: replace(real, iterations=its))
+    monkeypatch.setattr(timing, "ratio_samples", lambda fn, ref, repeats, **kw: [6.0] * repeats)
+    row = measure.cost_samples(c, repeats=2)
+    assert ("iter_per_spmv" in row) is timed
+    if timed:
+        assert row["iter_per_spmv"] == [6.0 / its] * 2
+
+
+def test_cost_samples_solve_time_limit_is_strict(monkeypatch):
+    """A solve lasting exactly ``max_timed_solve_s`` is not batched (the limit is exclusive)."""
+    c = cases.get_case("n8-jump1e2-jacobi")
+    monkeypatch.setattr(timing, "ratio_samples", lambda fn, ref, repeats, **kw: [1.0] * repeats)
+    clock = iter([10.0, 10.5])
+    real_clock = measure.time.perf_counter
+
+    class FakeTime:
+        @staticmethod
+        def perf_counter():
+            return next(clock, None) or real_clock()
+
+    monkeypatch.setattr(measure, "time", FakeTime)
+    assert "iter_per_spmv" not in measure.cost_samples(c, repeats=1, max_timed_solve_s=0.5)
+    clock = iter([10.0, 10.5])
+    assert "iter_per_spmv" in measure.cost_samples(c, repeats=1, max_timed_solve_s=0.5001)

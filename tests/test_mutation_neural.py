@@ -466,3 +466,80 @@ def test_npo_neural_train_is_the_module_before_and_after_its_import():
     mod = importlib.import_module("npo.neural.train")
     assert inspect.ismodule(neural.train) and neural.train is mod
     assert inspect.isfunction(mod.train) and mod.train.__name__ == "train"
+
+
+def test_config_command_never_lists_progress():
+    assert "progress" not in TrainConfig(progress=True).command()
+    assert TrainConfig(progress=True).command() == _cfg().command()
+
+
+def test_unpickler_reason_keeps_what_lies_between_the_first_markers():
+    from npo.neural.checkpoint import _unpickler_reason
+
+    msg = ("Weights only load failed. WeightsUnpickler error: Unsupported global: a\n"
+           "WeightsUnpickler error: b Check the documentation of torch.load c"
+           " Check the documentation of torch.load d")
+    assert _unpickler_reason(msg) == "Unsupported global: a WeightsUnpickler error: b"
+    assert _unpickler_reason("  plain\n message ") == "plain message"
+
+
+def test_stencil_fields_reads_each_row_of_a_nonsymmetric_operator():
+    n = 4
+    A = poisson_2d(n).tolil()
+    for k in range(n, n * n):
+        A[k, k - n] *= 3.0  # only the (i - 1) coupling changes
+    A = A.tocsr()
+    S = data.stencil_fields(A)
+    h2 = -A[n, 0] / 3.0  # the unchanged coupling, -1/h^2
+    assert S[1][1:].tolist() == (-3.0 * h2 * np.ones((n - 1, n))).tolist()
+    assert S[2][:-1].tolist() == (-h2 * np.ones((n - 1, n))).tolist()
+    assert (S[1][0] == 0).all() and (S[2][-1] == 0).all()
+
+
+def test_record_cg_residuals_bounds_and_tolerance():
+    A, b = poisson_2d(6), grf_rhs(6, seed=3)
+    full = data.record_cg_residuals(A, b, range(1, 300))
+    assert sorted(full) == list(range(1, max(full) + 1))
+    loose = data.record_cg_residuals(A, b, range(1, 300), rtol=1e-3)
+    assert sorted(loose) == list(range(1, max(loose) + 1)) and max(loose) < max(full)
+
+
+def test_matrix_for_uses_the_field_seed():
+    s = data.MatrixSpec(6, "lognormal", 10.0, 2)
+    assert (data.matrix_for(s) != diffusion_2d(6, coefficient("lognormal", 6, 10.0, 2))).nnz == 0
+    assert (data.matrix_for(s) != data.matrix_for(data.MatrixSpec(6, "lognormal", 10.0, 0))).nnz
+
+
+def test_build_grid_data_defaults_and_zero_samples(monkeypatch):
+    import inspect
+
+    params = inspect.signature(data.build_grid_data).parameters
+    assert (params["alpha"].default, params["tau"].default) == (2.0, 3.0)
+    assert params["record_iters"].default == (1, 2, 4, 8, 16, 32, 64)
+    monkeypatch.setattr(data, "record_cg_residuals",
+                        lambda A, b, its: {1: np.zeros_like(b), 2: np.ones_like(b)})
+    g = data.build_grid_data([data.MatrixSpec(4)], [[3]])
+    assert len(g) == 2 and g.is_rhs.tolist() == [True, False]
+    assert np.isfinite(g.inputs).all()
+    np.testing.assert_allclose(g.inputs[1], 0.25)
+
+
+def test_checkpoint_sidecar_is_indented_and_plain_refuses_item_without_ndim(tmp_path):
+    torch = pytest.importorskip("torch")
+    from npo.neural import checkpoint as ck
+    from npo.neural.model import NAMG
+
+    torch.manual_seed(0)
+    net = NAMG(width=8, num_coarse=4, heads=2, ffn_mult=1)
+    path = ck.save_checkpoint(net, tmp_path / "m.pt", {"a": 1})
+    text = path.with_suffix(".json").read_text()
+    assert text == json.dumps(json.loads(text), indent=1) + "\n"
+
+    class ItemOnly:
+        def item(self):
+            return 1
+
+    with pytest.raises(TypeError) as e:
+        ck._plain(ItemOnly())
+    assert str(e.value) == "ItemOnly is not a JSON primitive"
+

@@ -995,7 +995,7 @@ def test_pytest_benchmark_loader(tmp_path):
     assert df["env"].tolist() == ["a.json", "c.json"]
     assert df["machine"].tolist() == ["lap", "unknown"] and df["commit"].tolist() == [
         "unknown", "beef"]
-    assert df["commit_date"].tolist() == ["", ""] or df["commit_date"].isna().all() or True
+    assert df["commit_date"].tolist() == ["", ""]
     assert load.load_pytest_benchmark(g)["machine"].tolist() == ["unknown"]
     with pytest.raises(ValueError) as e:
         load.load_pytest_benchmark(tmp_path / "nope")
@@ -1617,3 +1617,135 @@ def test_method_colours_reads_only_method_lines():
         assert plots.method_colours(fig) == {"pkg:mod": {"#ff0000"}}
     finally:
         plt.close(fig)
+
+
+def test_run_file_stamp_is_utc_whatever_the_local_zone(monkeypatch):
+    import time as _time
+    from datetime import UTC, datetime
+
+    monkeypatch.setenv("TZ", "Asia/Tokyo")  # UTC+9, no DST
+    _time.tzset()
+    try:
+        name = store.run_file_name("box", "abc", "quick")
+        now = datetime.now(UTC)
+    finally:
+        monkeypatch.delenv("TZ")
+        _time.tzset()
+    stamp = datetime.strptime(name.split("/")[1].split("_")[0], "%Y%m%dT%H%M%S.%fZ")
+    assert abs((now.replace(tzinfo=None) - stamp).total_seconds()) < 60
+
+
+def test_stage_run_columns_and_exclusive_create(tmp_path, monkeypatch):
+    rec = _rec_full()
+    shuffled = {k: rec[k] for k in reversed(RECORD_COLUMNS) if k != "reason"}
+    with ReportSet(tmp_path) as rs:
+        p = store.stage_run(rs, [shuffled], "quick")
+    assert "_filtered-" not in p.name
+    df = pd.read_csv(p)
+    assert list(df.columns) == RECORD_COLUMNS and df["reason"].isna().all()
+    monkeypatch.setattr(store, "run_file_name", lambda *a: "m1/fixed.csv")
+    (tmp_path / "runs" / "m1" / "fixed.csv").write_text("old\n")
+    with pytest.raises(OSError, match="already exists; not overwritten"), ReportSet(tmp_path) as rs:
+        store.stage_run(rs, [rec], "quick")
+    assert (tmp_path / "runs" / "m1" / "fixed.csv").read_text() == "old\n"
+
+
+def test_read_run_file_parquet_and_errors(tmp_path):
+    pytest.importorskip("pyarrow")
+    full = pd.DataFrame([_rec_full(), _rec_full(n=64, case=None)], columns=RECORD_COLUMNS)
+    full.to_parquet(tmp_path / "r.parquet")
+    df = store.read_run_file(tmp_path / "r.parquet")
+    assert df["n"].tolist() == [32, 64] and df["case"].tolist() == ["n32-constant-cg",
+                                                                   "n64-constant-cg"]
+    assert list(df.columns) == RECORD_COLUMNS
+    loaded = store.load_runs(tmp_path)
+    assert loaded["n"].tolist() == [32, 64]
+    bad = pd.DataFrame([_rec_full(), _rec_full(n=float("nan"))], columns=RECORD_COLUMNS)
+    bad.to_parquet(tmp_path / "b.parquet")
+    w = f"run file {str(tmp_path / 'b.parquet')!r}"
+    with pytest.raises(store.BadRunFile) as e:
+        store.read_run_file(tmp_path / "b.parquet")
+    assert str(e.value).startswith(f"{w}, line 1: empty 'n' (")
+    (tmp_path / "x.parquet").write_bytes(b"nope")
+    with pytest.raises(store.BadRunFile) as e:
+        store.read_run_file(tmp_path / "x.parquet")
+    assert str(e.value).startswith(
+        f"run file {str(tmp_path / 'x.parquet')!r}: unreadable Parquet (ArrowInvalid: ")
+
+
+def test_read_run_file_message_details(tmp_path):
+    (tmp_path / "d.csv").mkdir()
+    with pytest.raises(store.BadRunFile) as e:
+        store.read_run_file(tmp_path / "d.csv")
+    assert str(e.value) == f"run file {str(tmp_path / 'd.csv')!r}: cannot be read (Is a directory)"
+    cols = RECORD_COLUMNS + [f"zz{i}" for i in range(7)]
+    _write_run(tmp_path / "x.csv", [dict(_rec_full(), **{f"zz{i}": i for i in range(7)})], cols)
+    with pytest.raises(store.BadRunFile) as e:
+        store.read_run_file(tmp_path / "x.csv")
+    assert str(e.value).endswith("unknown column(s) ['zz0', 'zz1', 'zz2', 'zz3', 'zz4']")
+    # a written protocol version is kept as written, even when empty
+    p = _write_run(tmp_path / "v.csv", [_rec_full(protocol_version=None)])
+    assert store.read_run_file(p)["protocol_version"].isna().all()
+    # own case ids are kept when other rows need theirs computed
+    p = _write_run(tmp_path / "c.csv", [_rec_full(case="my-own-id"), _rec_full(case=None)])
+    assert store.read_run_file(p)["case"].tolist() == ["my-own-id", "n32-constant-cg"]
+
+
+
+def test_asv_loader_order_names_and_versions(tmp_path):
+    p4 = [["'diffusion_2d'"], ["8"], ["'constant'"], ["'cg'", "'jacobi'"]]
+    results = {
+        "b.S.track_relerr": [None, [["'n8-constant-cg'"]], "v"],  # failed: skipped, not the end
+        "b.S.track_iter_per_spmv": [[2.0, 3.0], p4, "protocol-2"],
+        "track_nbytes": [[7], [["'n8-constant-cg'"]], "protocol-2"],  # a name without a dot
+    }
+    root = _asv_tree(tmp_path, results, extra={"requirements": {"scipy": "1", "numpy": "2"}},
+                     names={"b.S.track_iter_per_spmv": ["problem", "n", "field", "method"],
+                            "track_nbytes": ["case"]})
+    df = load.load_asv(root).set_index("case")
+    assert df.loc["n8-constant-cg", "iter_per_spmv"] == 2.0
+    assert df.loc["n8-constant-jacobi", "iter_per_spmv"] == 3.0
+    assert df.loc["n8-constant-cg", "nbytes"] == 7
+    assert df.loc["n8-constant-cg", "code_version"] == ("track_iter_per_spmv=protocol-2|"
+                                                        "track_nbytes=protocol-2")
+    assert set(df["versions"]) == {'{"numpy": "2", "scipy": "1"}'}
+    bare = _asv_tree(tmp_path / "2", {"b.S.track_nbytes": [[7], [["'n8-constant-cg'"]], "v"]},
+                     names={}, extra={"requirements": None})
+    data = json.loads((bare / "box" / f"{'c' * 8}-env1.json").read_text())
+    del data["requirements"]
+    (bare / "box" / f"{'c' * 8}-env1.json").write_text(json.dumps(data))
+    assert load.load_asv(bare)["versions"].tolist() == ["{}"]
+
+
+def test_pytest_benchmark_loader_order_and_defaults(tmp_path):
+    bench = [
+        {"extra_info": {"stage": "other", "case": "n8-constant-cg"}, "stats": {"median": 9}},
+        {"extra_info": {"stage": "solve", "case": "bogus"}, "stats": {"median": 9}},
+        {"extra_info": {"stage": "solve", "case": "n8-constant-cg", "spmv_s": 2e-6,
+                        "true_relres": 3e-11}, "stats": {"median": 0.5}},
+        {"extra_info": {"stage": "solve", "case": "n8-jump1e2-jacobi"}, "stats": {"median": 0.7}},
+    ]
+    f = _pyb(tmp_path, bench)
+    data = json.loads(f.read_text())
+    del data["machine_info"]
+    f.write_text(json.dumps(data))
+    df = load.load_pytest_benchmark(f).set_index("case")
+    assert df["solve_s"].to_dict() == {"n8-constant-cg": 0.5, "n8-jump1e2-jacobi": 0.7}
+    assert df.loc["n8-constant-cg", "spmv_s"] == 2e-6
+    assert df.loc["n8-constant-cg", "true_relres"] == 3e-11
+    assert set(df["machine"]) == {"unknown"}
+    (tmp_path / "x.json").write_text('{"machine_info": {}}')
+    with pytest.raises(ValueError, match="is not a pytest-benchmark JSON file"):
+        load.load_pytest_benchmark(tmp_path / "x.json")
+
+
+def test_load_all_runs_only(tmp_path):
+    runs = tmp_path / "runs"
+    _write_run(runs / "m" / "a.csv", [_rec_full(n=8, case="n8-constant-cg"),
+                                      _rec_full(n=16, case="n16-constant-cg")])
+    df = load.load_all(runs_dir=runs)
+    assert df["code_version"].tolist() == ["", ""] and df["env"].tolist() == ["", ""]
+    assert str(df["code_version"].dtype) == "string" and str(df["env"].dtype) == "string"
+    (runs / "m" / "b.csv").write_text("")
+    with pytest.raises(ValueError, match="pass --skip-bad"):
+        load.load_all(runs_dir=runs)
