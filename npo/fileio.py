@@ -73,7 +73,7 @@ def _temp_name(target: Path, suffix: str | None = None) -> Path:
 
 def _pid_of(path: Path) -> int | None:
     try:
-        return int(path.name.split(TEMP_MARK, 1)[1].split("-", 1)[0])
+        return int(path.name.rsplit(TEMP_MARK, 1)[1].split("-", 1)[0])
     except (IndexError, ValueError):
         return None
 

@@ -288,10 +288,9 @@ def test_journal_entries():
     j = d / "j"
     j.write_text(json.dumps({"entries": [["a", "b", False]]}))
     assert fileio._journal_entries(j) == [["a", "b", False]]
-    for text in ("[]", "{}", "nope", '{"entries": 1}'):
+    for text, want in (("[]", None), ("{}", None), ("nope", None), ('{"entries": 1}', 1)):
         j.write_text(text)
-        got = fileio._journal_entries(j)
-        assert got is None or got == 1
+        assert fileio._journal_entries(j) == want
     assert fileio._journal_entries(d / "missing") is None
 
 
@@ -349,3 +348,25 @@ def test_report_set_abort_tolerates_a_staged_file_already_gone(tmp_path):
         tmp.unlink()
     rs.abort()
     assert rs.state == "aborted" and not (tmp_path / "a.txt").exists()
+
+
+def test_alive_only_probes_and_trusts_a_process_it_may_not_signal(monkeypatch):
+    p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        assert fileio._alive(p.pid) is True
+        assert p.poll() is None  # signal 0 probes; the process is untouched
+    finally:
+        p.kill()
+        p.wait()
+
+    def refuse(pid, sig):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(fileio.os, "kill", refuse)
+    assert fileio._alive(4242) is True
+
+
+def test_pid_of_names_with_dashes_or_the_mark_in_the_target(tmp_path):
+    for target in ("a.b-c", "r.npo-tmp-5.csv", "x-y-z.csv"):
+        t = fileio._temp_name(tmp_path / target)
+        assert fileio.is_temp(t) and fileio._pid_of(t) == os.getpid(), target

@@ -327,3 +327,41 @@ def test_count_flops_and_throughput(monkeypatch):
     assert flops.median_time(f, 2, min_time=0.2) == 0.5 and calls[-1] == (2, 0.2)
     assert flops.mm_throughput(size=16, repeats=2) == 2.0 * 16**3 / 0.5
     assert calls[-1] == (2, 0.05)
+    assert flops.mm_throughput() == 2.0 * 1024**3 / 0.5 and calls[-1] == (5, 0.05)
+
+
+@pytest.mark.parametrize(("device", "batch"), [("cpu", 1), ("cpu", 3), ("torch:cpu", 1)])
+def test_apply_cost_builds_and_calls_what_it_reports(monkeypatch, device, batch):
+    import inspect
+
+    made, calls, mm, counted = [], [], [], []
+
+    class Spy(neural.NPO):
+        def __init__(self, *a, **kw):
+            made.append((a, kw))
+            super().__init__(*a, **kw)
+
+        def apply(self, r):
+            calls.append(("apply", type(r).__module__.split(".")[0], np.array(r)))
+            return super().apply(r)
+
+        def apply_batch(self, R):
+            calls.append(("batch", type(R).__module__.split(".")[0], np.array(R)))
+            return super().apply_batch(R)
+
+    real_count = flops.count_flops
+    monkeypatch.setattr(neural, "NPO", Spy)
+    monkeypatch.setattr(flops, "median_time", lambda fn, repeats: (fn(), 0.002)[1])
+    monkeypatch.setattr(flops, "mm_throughput", lambda device="cpu": mm.append(device) or 1e10)
+    monkeypatch.setattr(flops, "count_flops", lambda model, n, inputs=None: (
+        counted.append(inputs), real_count(model, n, inputs=inputs))[1])
+    neural.apply_cost("poisson32", n=8, device=device, precision="bf16", batch=batch)
+    assert made == [(("poisson32",), {"device": device, "precision": "bf16", "compile": False})]
+    want = np.stack([grf_rhs(8, seed=7 + k) for k in range(batch)], axis=1)
+    kind, module, arg = calls[-1]
+    assert kind == ("apply" if batch == 1 else "batch")
+    assert module == ("numpy" if device == "cpu" else "torch")
+    np.testing.assert_array_equal(arg, want[:, 0] if batch == 1 else want)
+    assert mm == [device] and counted[0] is not None and len(counted) == 1
+    params = inspect.signature(neural.apply_cost).parameters
+    assert (params["checkpoint"].default, params["n"].default) == ("poisson", 128)

@@ -552,3 +552,78 @@ def test_nystrom_budget_and_catalogue():
     assert nystrom._over_budget(c) is None  # 8 B x 1024**2 x rank 8 = 64 MiB: at the budget
     c = replace(cases.get_case("n1025-constant-nystrom"), method=small)
     assert nystrom._over_budget(c).startswith("Nystrom rank 8 basis needs 64 MiB at N = 1050625")
+
+
+def _dense_ilu0_pivots(A):
+    """D-ILU pivots by definition: d_k = a_kk - sum_{j<k} a_kj a_jk / d_j over A's pattern."""
+    A = A.toarray()
+    d = np.zeros(len(A))
+    for k in range(len(A)):
+        d[k] = A[k, k] - sum(A[k, j] * A[j, k] / d[j] for j in range(k) if A[k, j] and A[j, k])
+    return d
+
+
+def test_dilu_pivots_of_a_nonsymmetric_stencil_and_small_pivots():
+    n = 4
+    A = poisson_2d(n).tolil()
+    for k in range(n * n):  # upwinding in x and y: the lower couplings grow, the upper shrink
+        for off, s in ((-1, 1.5), (1, 0.5), (-n, 1.25), (n, 0.75)):
+            if 0 <= k + off < n * n and A[k, k + off] != 0:
+                A[k, k + off] *= s
+    A = A.tocsr()
+    np.testing.assert_allclose(ilu.dilu_pivots(A), _dense_ilu0_pivots(A), rtol=1e-13)
+    tiny = poisson_2d(n) * 1e-6  # pivots below 1 are fine
+    np.testing.assert_allclose(ilu.dilu_pivots(tiny), _dense_ilu0_pivots(tiny), rtol=1e-13)
+
+
+@pytest.mark.parametrize("where", ["east-wrap", "west-wrap", "west-wrap-row0"])
+def test_dilu_pivots_refuses_each_wrapping_coupling(where):
+    n = 4
+    A = poisson_2d(n).tolil()
+    if where == "east-wrap":
+        A[n - 1, n] = -1.0  # row end (0, n-1) -> next row's start: off = +1
+    elif where == "west-wrap":
+        A[2 * n, 2 * n - 1] = -1.0  # row start (2, 0) <- previous row's end: off = -1
+    else:
+        A[n, n - 1] = -1.0
+    with pytest.raises(ValueError, match="not a 5-point stencil"):
+        ilu.dilu_pivots(A.tocsr())
+
+
+def test_dilu_pivots_pattern_reads_values_not_storage():
+    n = 3
+    A = poisson_2d(n).tolil()
+    A[0, 5] = 1.0
+    with pytest.raises(ValueError, match="not a 5-point stencil"):
+        ilu.dilu_pivots(A.tocsr())
+    B = poisson_2d(n).tocoo()
+    B = sp.coo_matrix((np.r_[B.data, 0.0], (np.r_[B.row, 0], np.r_[B.col, 5])), shape=B.shape)
+    assert B.nnz == poisson_2d(n).nnz + 1  # an explicitly stored zero outside the stencil
+    np.testing.assert_array_equal(ilu.dilu_pivots(B), ilu.dilu_pivots(poisson_2d(n)))
+
+
+def test_dilu_pivots_refuses_a_zero_pivot_and_ilu0_keeps_natural_order():
+    A = poisson_2d(3).tolil()
+    A[0, 0] = 0.0
+    with pytest.raises(ValueError, match="non-positive pivot on anti-diagonal 0"):
+        ilu.dilu_pivots(A.tocsr())
+    M = ilu.ILU0().setup(poisson_2d(5))
+    for lu in (M.lower, M.upper):
+        np.testing.assert_array_equal(lu.perm_c, np.arange(25))
+        np.testing.assert_array_equal(lu.perm_r, np.arange(25))
+
+
+def test_torch_amg_defaults():
+    pytest.importorskip("torch")
+    M = amg.TorchAMG(device="torch:cpu")
+    assert (M.solver, M.seed, M.sweeps) == ("sa", 0, 1)
+
+
+def test_budget_and_size_skips_at_their_edges():
+    from dataclasses import replace
+
+    c = cases.get_case("n363-constant-nystrom")
+    bare = replace(c, method=replace(c.method, options={"seed": 0}))  # the adapter's rank: 64
+    assert nystrom._over_budget(bare) == nystrom._over_budget(c)
+    assert nystrom._over_budget(bare).startswith("Nystrom rank 64 basis needs ")
+    assert ilu._ilu_skip(cases.get_case("n129-constant-ilu")) is not None

@@ -1749,3 +1749,20 @@ def test_load_all_runs_only(tmp_path):
     (runs / "m" / "b.csv").write_text("")
     with pytest.raises(ValueError, match="pass --skip-bad"):
         load.load_all(runs_dir=runs)
+
+
+def test_asv_loader_machine_env_and_required_keys(tmp_path):
+    res = {"b.S.track_iterations": [[4], [["'n8-constant-cg'"]], "v"]}
+    root = _asv_tree(tmp_path, res, names={}, machine_param="named-in-params")
+    f = root / "box" / f"{'c' * 8}-env1.json"
+    data = json.loads(f.read_text())
+    del data["env_name"]
+    f.write_text(json.dumps(data))
+    df = load.load_asv(root)
+    assert df["machine"].tolist() == ["named-in-params"] and df["env"].tolist() == [""]
+    del data["results"]
+    f.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="is not an asv results file"):
+        load.load_asv(root)
+    assert load._iso(86400, "s") == "1970-01-02T00:00:00+00:00"
+    assert load._iso(1_000_000, "ms") == "1970-01-01T00:16:40+00:00"
