@@ -51,8 +51,11 @@ def test_shipped_models_skip_sidecars_without_weights(tmp_path, monkeypatch):
     (tmp_path / "a.json").write_text('{"x": 1}')
     (tmp_path / "a.pt").write_bytes(b"")
     (tmp_path / "orphan.json").write_text('{"y": 2}')
+    (tmp_path / "0first.json").write_text('{"z": 3}')  # sorts first, has no weights either
+    (tmp_path / "z.json").write_text('{"w": 4}')
+    (tmp_path / "z.pt").write_bytes(b"")
     monkeypatch.setattr(neural, "WEIGHTS_DIR", tmp_path)
-    assert neural.shipped_models() == {"a": {"x": 1}}
+    assert neural.shipped_models() == {"a": {"x": 1}, "z": {"w": 4}}
 
 
 # --- config --------------------------------------------------------------------------

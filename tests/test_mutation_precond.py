@@ -627,3 +627,9 @@ def test_budget_and_size_skips_at_their_edges():
     assert nystrom._over_budget(bare) == nystrom._over_budget(c)
     assert nystrom._over_budget(bare).startswith("Nystrom rank 64 basis needs ")
     assert ilu._ilu_skip(cases.get_case("n129-constant-ilu")) is not None
+
+
+def test_tensor_nbytes_skips_none_anywhere():
+    torch = pytest.importorskip("torch")
+    t = torch.zeros(5, dtype=torch.float64)
+    assert tensor_nbytes(None, t, None, t) == 80
