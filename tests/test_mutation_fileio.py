@@ -370,3 +370,16 @@ def test_pid_of_names_with_dashes_or_the_mark_in_the_target(tmp_path):
     for target in ("a.b-c", "r.npo-tmp-5.csv", "x-y-z.csv"):
         t = fileio._temp_name(tmp_path / target)
         assert fileio.is_temp(t) and fileio._pid_of(t) == os.getpid(), target
+
+
+def test_check_output_dir_default_needs_nothing_and_names_the_os_error(tmp_path, monkeypatch):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError) as e:
+        check_output_dir(tmp_path / "file" / "sub")
+    assert str(e.value) == (f"--out {str(tmp_path / 'file' / 'sub')!r} cannot be created: "
+                            "Not a directory")
+    usage = fileio.shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(fileio.shutil, "disk_usage", lambda p: usage._replace(free=1))
+    assert check_output_dir(tmp_path / "d") == tmp_path / "d"
+    with pytest.raises(ValueError, match="has 0 KiB free"):
+        check_output_dir(tmp_path / "d", 1)

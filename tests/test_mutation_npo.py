@@ -365,3 +365,39 @@ def test_apply_cost_builds_and_calls_what_it_reports(monkeypatch, device, batch)
     assert mm == [device] and counted[0] is not None and len(counted) == 1
     params = inspect.signature(neural.apply_cost).parameters
     assert (params["checkpoint"].default, params["n"].default) == ("poisson", 128)
+
+
+class _OpsNet(torch.nn.Module):
+    """Every matrix product FlopCounterMode knows, plus an op it does not group (mul)."""
+
+    def __init__(self, coef_channel=False):
+        super().__init__()
+        self.coef_channel = coef_channel
+        self.w = torch.nn.Parameter(torch.ones(4, 4))
+        self.seen = []
+
+    def forward(self, r, coef, inputs=None):
+        self.seen.append((None if coef is None else tuple(coef.shape), inputs))
+        x = r.reshape(-1, 4)[:4]
+        a = x @ self.w  # mm
+        b = torch.bmm(a[None], a[None])
+        c = torch.baddbmm(b, a[None], a[None])
+        d = torch.addmm(a, a, a)
+        return torch.mul(d, 2.0) + c.sum()
+
+
+def test_count_flops_groups_every_counted_op(monkeypatch):
+    monkeypatch.setitem(flops._CUSTOM, torch.ops.aten.mul, lambda *a, out_shape=None, **k: 7)
+    net = _OpsNet()
+    c = flops.count_flops(net, 4)
+    assert c == {"total": 4 * 128 + 7, "by_op": {"linear": 4 * 128, "conv": 0, "attention": 0,
+                                                 "other": 7}}
+    assert net.seen == [(None, None)]
+    inputs = torch.zeros(1, 5)
+    flops.count_flops(net, 4, inputs=inputs)
+    assert net.seen[-1][1] is inputs
+    flops.count_flops(net, 4, inputs=inputs, batch=2)  # inputs of another batch are rebuilt
+    assert net.seen[-1][1] is None
+    coef_net = _OpsNet(coef_channel=True)
+    flops.count_flops(coef_net, 4)
+    assert coef_net.seen == [((4, 4), None)]
