@@ -383,3 +383,12 @@ def test_check_output_dir_default_needs_nothing_and_names_the_os_error(tmp_path,
     assert check_output_dir(tmp_path / "d") == tmp_path / "d"
     with pytest.raises(ValueError, match="has 0 KiB free"):
         check_output_dir(tmp_path / "d", 1)
+
+
+def test_check_output_dir_space_message(tmp_path, monkeypatch):
+    usage = fileio.shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(fileio.shutil, "disk_usage", lambda p: usage._replace(free=10 * 2**20))
+    with pytest.raises(ValueError) as e:
+        check_output_dir(tmp_path, 6 * 2**20)
+    assert str(e.value) == (f"--out {str(tmp_path)!r} has 10240 KiB free; the report set needs "
+                            "about 6144 KiB (twice that is required, for the temporary copies)")

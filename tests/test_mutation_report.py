@@ -1766,3 +1766,11 @@ def test_asv_loader_machine_env_and_required_keys(tmp_path):
         load.load_asv(root)
     assert load._iso(86400, "s") == "1970-01-02T00:00:00+00:00"
     assert load._iso(1_000_000, "ms") == "1970-01-01T00:16:40+00:00"
+
+
+def test_coerce_dtypes_reads_every_iso_8601_form():
+    df = pd.DataFrame({"timestamp": ["2024-01-02T03:04:05.000006+00:00", "2024-01-02 03:04:05",
+                                     "2024-01-02T04:04:05+01:00"]})
+    out = store.coerce_dtypes(df)["timestamp"]
+    assert out.notna().all()
+    assert out[1] == out[2] == pd.Timestamp("2024-01-02T03:04:05", tz="UTC")
