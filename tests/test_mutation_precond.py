@@ -633,3 +633,24 @@ def test_tensor_nbytes_skips_none_anywhere():
     torch = pytest.importorskip("torch")
     t = torch.zeros(5, dtype=torch.float64)
     assert tensor_nbytes(None, t, None, t) == 80
+
+
+def test_amg_defaults_cycles_and_small_positive_diagonals():
+    M = amg.AMG()
+    assert (M.solver, M.cycle, M.seed) == ("sa", "V", 0)
+    A, b = poisson_2d(8), grf_rhs(8)
+    for cycle in ("F", "AMLI"):
+        Mc = amg.AMG(cycle=cycle).setup(A)
+        assert Mc.cycle == cycle and np.isfinite(Mc.apply(b)).all()
+    tiny = poisson_2d(4) * 1e-6  # a positive diagonal below 1 is fine
+    np.testing.assert_allclose(basic.Jacobi().setup(tiny).apply(np.ones(16)), 1.0 / tiny.diagonal())
+
+
+def test_diffusion_kind_builds_with_the_field_seed():
+    from npo.problemkinds import get_kind
+
+    k = get_kind("diffusion_2d")
+    f = k.make_field("ln3", {"family": "lognormal", "contrast": 100, "seed": 3})
+    p = k.build(6, f, 0)
+    want = diffusion_2d(6, coefficient("lognormal", 6, 100.0, 3))
+    assert (p.A != want).nnz == 0
