@@ -1774,3 +1774,12 @@ def test_coerce_dtypes_reads_every_iso_8601_form():
     out = store.coerce_dtypes(df)["timestamp"]
     assert out.notna().all()
     assert out[1] == out[2] == pd.Timestamp("2024-01-02T03:04:05", tz="UTC")
+
+
+def test_sections_keep_the_order_of_the_records_and_span_uses_the_extremes():
+    df = pd.concat([pd.DataFrame([_rec("cg", n=64, N=4096)]), _frame()], ignore_index=True)
+    t = honesty_frame(df)
+    assert [s["n"] for s, _ in honesty._sections(t)] == [64, 32]
+    assert honesty_markdown(t).index("## n = 64") < honesty_markdown(t).index("## n = 32")
+    three = pd.DataFrame({"timestamp": ["2024-01-02", "2024-01-01", "2024-01-03"]})
+    assert honesty._span(three) == "2024-01-01 to 2024-01-03"
