@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -392,3 +393,32 @@ def test_check_output_dir_space_message(tmp_path, monkeypatch):
         check_output_dir(tmp_path, 6 * 2**20)
     assert str(e.value) == (f"--out {str(tmp_path)!r} has 10240 KiB free; the report set needs "
                             "about 6144 KiB (twice that is required, for the temporary copies)")
+
+
+def test_commit_fault_point_staged_leaves_nothing_visible(tmp_path, monkeypatch):
+    monkeypatch.setenv(fileio.FAULT_ENV, "staged:ENOSPC")
+    rs = ReportSet(tmp_path)
+    rs.text("a.txt", "x")
+    with pytest.raises(OSError, match=r"injected at staged"):
+        rs.commit()
+    assert not (tmp_path / "a.txt").exists() and rs.state == "open"
+    monkeypatch.setenv(fileio.FAULT_ENV, "elsewhere:ENOSPC")
+    assert rs.commit() == [tmp_path / "a.txt"]
+
+
+def test_commit_first_rolls_a_killed_writers_journal_forward(tmp_path, monkeypatch):
+    left = fileio._temp_name(tmp_path / "sub" / "old.txt")
+    left.parent.mkdir()
+    left.write_text("from the killed writer")
+    (tmp_path / fileio.JOURNAL_NAME).write_text(json.dumps(
+        {"pid": 999999, "entries": [[left.relative_to(tmp_path).as_posix(), "sub/old.txt",
+                                     False]]}))
+    synced = []
+    real = fileio._fsync_dir
+    monkeypatch.setattr(fileio, "_fsync_dir", lambda d: (synced.append(Path(d)), real(d))[1])
+    with ReportSet(tmp_path) as rs:
+        rs.text("sub/new.txt", "mine")
+    assert (tmp_path / "sub" / "old.txt").read_text() == "from the killed writer"
+    assert (tmp_path / "sub" / "new.txt").read_text() == "mine"
+    assert not (tmp_path / fileio.JOURNAL_NAME).exists()
+    assert tmp_path / "sub" in synced and synced.count(tmp_path) >= 2

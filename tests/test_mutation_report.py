@@ -1783,3 +1783,14 @@ def test_sections_keep_the_order_of_the_records_and_span_uses_the_extremes():
     assert honesty_markdown(t).index("## n = 64") < honesty_markdown(t).index("## n = 32")
     three = pd.DataFrame({"timestamp": ["2024-01-02", "2024-01-01", "2024-01-03"]})
     assert honesty._span(three) == "2024-01-01 to 2024-01-03"
+
+
+def test_display_digits_per_column():
+    f = _frame()
+    f.loc[0, "apply_per_spmv"] = 1.23456
+    f.loc[0, "setup_s"] = 0.00123456
+    f.loc[2, "train_s"] = 12.3456
+    d = honesty._display(honesty_frame(f))
+    assert d["apply xSpMV"].tolist()[0] == "1.2" and d["setup ms"].tolist()[0] == "1.23"
+    assert d["train s"].tolist()[2] == "12.3"
+    assert honesty._fmt_num(1.23456) == "1.23"
