@@ -488,3 +488,28 @@ def test_cost_samples_solve_time_limit_is_strict(monkeypatch):
     assert "iter_per_spmv" not in measure.cost_samples(c, repeats=1, max_timed_solve_s=0.5)
     clock = iter([10.0, 10.5])
     assert "iter_per_spmv" in measure.cost_samples(c, repeats=1, max_timed_solve_s=0.5001)
+
+
+def test_krylov_parity_uses_the_given_problem_the_cap_and_the_built_preconditioner(monkeypatch):
+    pytest.importorskip("torch")
+    c = cases.get_case("n8-jump1e2-jacobi")
+    other = measure.problem(cases.get_case("n16-constant-jacobi"))
+    ref, res = measure.krylov_parity(c, p=other)
+    M = measure.make_preconditioner(c, other).setup(other.A)
+    want = krylov.pcg(other.A, other.b, M, rtol=c.rtol, maxiter=c.maxiter)
+    assert ref.iterations == want.iterations and res.iterations == want.iterations
+    short = replace(c, method=get_method("jacobi").variant("jac3", maxiter=3))
+    ref, res = measure.krylov_parity(short)
+    assert (ref.iterations, ref.converged, res.iterations) == (3, False, 3)
+
+    class NonLinear(Identity):
+        linear = False
+
+    used = []
+    for name in ("pcg", "fcg"):
+        orig = getattr(krylov, name)
+        monkeypatch.setattr(krylov, name, lambda *a, _o=orig, _n=name, **k: (
+            used.append(_n), _o(*a, **k))[1])
+    spec = MethodSpec("nonlin", lambda: NonLinear(), krylov="auto")
+    measure.krylov_parity(replace(c, method=spec), maxiter=5)
+    assert used == ["fcg", "fcg"]
