@@ -501,6 +501,8 @@ def test_krylov_parity_uses_the_given_problem_the_cap_and_the_built_precondition
     short = replace(c, method=get_method("jacobi").variant("jac3", maxiter=3))
     ref, res = measure.krylov_parity(short)
     assert (ref.iterations, ref.converged, res.iterations) == (3, False, 3)
+    ref, res = measure.krylov_parity(c, maxiter=2)
+    assert (ref.iterations, res.iterations) == (2, 2)
 
     class NonLinear(Identity):
         linear = False
