@@ -654,3 +654,17 @@ def test_diffusion_kind_builds_with_the_field_seed():
     p = k.build(6, f, 0)
     want = diffusion_2d(6, coefficient("lognormal", 6, 100.0, 3))
     assert (p.A != want).nnz == 0
+
+
+def test_nystrom_defaults_rank_one_and_a_single_zero_eigenvalue():
+    M = nystrom.Nystrom()
+    assert (M.rank, M.seed, M.mu) == (64, 0, 0.0)
+    assert nystrom.Nystrom(rank=1).setup(A16).lam.shape == (1,)
+    # one eigenvalue of -10 eps: the shift nu = sqrt(400) eps keeps the Cholesky factor defined
+    # and lam_l = max(0, s^2 - nu) = 0 exactly, while every other lam is 1
+    one_zero = sp.diags(np.r_[np.ones(399), -10 * np.finfo(float).eps]).tocsr()
+    with pytest.raises(ValueError, match="found a zero eigenvalue"):
+        get("nystrom", rank=400).setup(one_zero)
+    f32 = np.arange(6, dtype=np.float32).reshape(2, 3)
+    b = nystrom._aligned(f32)
+    assert b.dtype == np.float32 and b.tolist() == f32.tolist()
