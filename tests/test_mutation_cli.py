@@ -450,6 +450,7 @@ def test_json_helpers():
     import datetime
 
     assert cli._json_default(datetime.date(2024, 1, 2)) == "2024-01-02"
+    assert cli._json_default(datetime.datetime(2024, 1, 2, 3, 4, 5)) == "2024-01-02T03:04:05"
     assert cli._json_default({1}) == "{1}"
     c = cli._clean
     assert c(math.inf) is None and c(-math.inf) is None and c(math.nan) is None

@@ -96,6 +96,7 @@ def test_pin_process(monkeypatch):
     old = env._current["threads"]
     n = len(env._process_limiter)
     try:
+        env._current["threads"] = None
         assert env.pin_process(1) == 1
         assert [os.environ[v] for v in env._THREAD_VARS] == ["1", "1", "1"]
         assert env.threads() == 1 and len(env._process_limiter) == n + 1

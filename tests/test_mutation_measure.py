@@ -515,3 +515,12 @@ def test_krylov_parity_uses_the_given_problem_the_cap_and_the_built_precondition
     spec = MethodSpec("nonlin", lambda: NonLinear(), krylov="auto")
     measure.krylov_parity(replace(c, method=spec), maxiter=5)
     assert used == ["fcg", "fcg"]
+
+
+def test_krylov_parity_uses_the_case_tolerance():
+    pytest.importorskip("torch")
+    c = cases.get_case("n16-jump1e2-jacobi")
+    loose = replace(c, rtol=1e-3)
+    ref, res = measure.krylov_parity(loose)
+    full, _ = measure.krylov_parity(c)
+    assert ref.iterations == res.iterations < full.iterations

@@ -198,6 +198,10 @@ def test_pyamg_examples():
     A, B = pyamg_example("unit_square")
     assert sp.isspmatrix_csr(A) and A.dtype == float and A.shape == (191, 191)
     assert abs(A - A.T).max() == 0 and B.shape == (191, 1) and B.flags["C_CONTIGUOUS"]
+    from pyamg.gallery import load_example
+
+    raw = sp.csr_matrix(load_example("unit_square")["A"])
+    assert abs(A - raw).max() <= 1e-15 * abs(raw).max()  # symmetrised, not rescaled
     Ab, Bb = pyamg_example("bar")
     assert Bb.shape == (600, 6) and Bb.flags["C_CONTIGUOUS"] and Bb.dtype == float
     with pytest.raises(ValueError) as e:
