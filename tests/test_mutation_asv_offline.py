@@ -219,3 +219,42 @@ def test_publish_messages(tmp_path, monkeypatch, capsys):
     assert capsys.readouterr().err == (
         "site/commits.html: commit list for asv's commit links\n"
         "site/index.html: 1 CDN reference(s) now load from site/vendor/\n")
+
+
+def test_write_atomic_stages_a_hidden_temporary_beside_the_target(tmp_path, monkeypatch):
+    seen = []
+    real = ao.tempfile.mkstemp
+
+    def spy(**kw):
+        seen.append(kw)
+        return real(**kw)
+
+    monkeypatch.setattr(ao.tempfile, "mkstemp", spy)
+    ao._write_atomic(tmp_path / "page.html", b"x")
+    assert seen == [{"prefix": ".page.html.", "suffix": ".tmp", "dir": tmp_path}]
+
+
+def test_rewrite_keeps_the_url_characters_inside_the_quotes():
+    _, replaced, unknown = ao._rewrite('<script src="https://cdn.invalid/libX"></script>', "v/")
+    assert replaced == [] and unknown == ["https://cdn.invalid/libX"]
+
+
+def test_commits_page_abbreviates_more_than_twelve_files(tmp_path):
+    import inspect
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    g = ["git", "-C", str(repo)]
+    subprocess.run(g + ["init", "-q"], check=True)
+    for k, count in enumerate((12, 13)):
+        for i in range(count):
+            (repo / f"c{k}_{i:02d}.txt").write_text("x")
+        subprocess.run(g + ["add", "-A"], check=True)
+        subprocess.run(g + ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m",
+                            f"c{k}"], check=True)
+    html = tmp_path / "html"
+    html.mkdir()
+    rows = ao.write_commits_page(html, repo=repo).read_text().split("<table>")[1].split("\n")
+    assert rows[0].endswith(" ...</td></tr>") and "c1_11.txt ..." in rows[0]
+    assert rows[1].split("</table>")[0].endswith("c0_11.txt</td></tr>")
+    assert inspect.signature(ao.publish).parameters["html_dir"].default == ".asv/html"
