@@ -633,3 +633,22 @@ def test_default_tolerance_for_unknown_methods_and_plain_rules(monkeypatch):
     assert gate.rules_text(r, _now("y"))[0] == (
         "- iterations: different platform from the baseline: +max(2, 2%) iterations; lost "
         "convergence always fails")
+
+
+def test_case_order_is_numeric_in_n_and_progress_names_each_case(tmp_path, capsys,
+                                                                  fake_measure, monkeypatch):
+    ids = ["n16-constant-cg", "n8-constant-cg", "n128-constant-cg"]
+    base = {"platform": {}, "cases": {c: {"iterations": 1, "converged": True} for c in ids}}
+    assert [row[0] for row in gate.compare(base, base)["rows"]] == [
+        "n8-constant-cg", "n16-constant-cg", "n128-constant-cg"]
+    monkeypatch.setattr(env, "is_dirty", lambda: False)
+    b = tmp_path / "b.json"
+    gate.run_gate(_args("--update-baseline", "--baseline", str(b), "--no-time"))
+    capsys.readouterr()
+    gate.run_gate(_args("--baseline", str(b), "--no-time", "--case", "n32-constant-cg",
+                        "n32-constant-amg_sa"))
+    assert sorted(capsys.readouterr().err.splitlines()) == ["  gate: n32-constant-amg_sa",
+                                                            "  gate: n32-constant-cg"]
+    b2, n2 = _base(), _now()
+    r = gate.compare(b2, n2, not_gated={"n32-constant-amg_rs": "b", "n32-constant-x": "a"})
+    assert "- not gated here (2 cases): a; b" in gate.summary_markdown(r, b2, n2)
