@@ -562,7 +562,10 @@ def test_select_lists_cases_whose_requirement_is_missing(monkeypatch):
     fake = replace(spec, requires=("no_such_module_xyz",), install_hint="install xyz")
     real = cases.cases
 
+    seen = []
+
     def patched(suite, **kw):
+        seen.append(kw)
         return [c if c.method.label != "nystrom" else replace(c, method=fake)
                 for c in real(suite, **kw)]
 
@@ -572,6 +575,7 @@ def test_select_lists_cases_whose_requirement_is_missing(monkeypatch):
     # only nystrom's cases skip for the fake requirement (PETSc's may skip too, where absent)
     assert {cid for cid, why in skipped.items() if why == "install xyz"} == \
         {c.id for c in real(cases.get_suite("quick")) if c.method.label == "nystrom"}
+    assert seen == [{"include_skipped": True}]
 
 
 def test_run_gate_update_compare_json_and_summary(tmp_path, capsys, fake_measure, monkeypatch):
@@ -652,3 +656,64 @@ def test_case_order_is_numeric_in_n_and_progress_names_each_case(tmp_path, capsy
     b2, n2 = _base(), _now()
     r = gate.compare(b2, n2, not_gated={"n32-constant-amg_rs": "b", "n32-constant-x": "a"})
     assert "- not gated here (2 cases): a; b" in gate.summary_markdown(r, b2, n2)
+
+
+def test_load_baseline_os_error_message(tmp_path, monkeypatch):
+    p = tmp_path / "b.json"
+    p.write_text("{}")
+
+    def refuse(self, *a, **k):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(gate.Path, "read_text", refuse)
+    with pytest.raises(ValueError) as e:
+        gate.load_baseline(p)
+    assert str(e.value) == f"baseline {str(p)!r} cannot be read: Permission denied"
+
+
+def test_run_gate_outputs_passes_options_and_times(tmp_path, capsys, fake_measure, monkeypatch):
+    monkeypatch.setattr(env, "is_dirty", lambda: False)
+    clock = iter([100.0, 103.0, 200.0, 207.0, 300.0, 301.0])
+
+    class FakeTime:
+        @staticmethod
+        def perf_counter():
+            return next(clock)
+
+    monkeypatch.setattr(gate, "time", FakeTime)
+    b = tmp_path / "b.json"
+    gate.run_gate(_args("--update-baseline", "--baseline", str(b), "--no-time"))
+    out = capsys.readouterr().out
+    assert out.endswith(", 3 s)\n")
+    data = json.loads(b.read_text())
+    assert b.read_text() == json.dumps(data, indent=1, sort_keys=True) + "\n"
+    seen = {}
+    real = gate.compare
+
+    def spy(base, now, **kw):
+        seen.update(kw)
+        return real(base, now, **kw)
+
+    monkeypatch.setattr(gate, "compare", spy)
+    gate.run_gate(_args("--baseline", str(b), "--no-time", "--case", "n32-constant-cg",
+                        "--threshold", "1.7", "--alpha", "0.05"))
+    out = capsys.readouterr().out
+    assert seen["threshold"] == 1.7 and seen["alpha"] == 0.05
+    assert "\n_gate wall-clock: 7 s_\n" in out
+    gate.run_gate(_args("--baseline", str(b), "--no-time", "--case", "n32-constant-cg", "--json"))
+    out = capsys.readouterr().out
+    assert out.startswith('{\n "') and json.loads(out)["passed"] is True
+
+
+def test_run_gate_reports_a_removed_case_as_missing_not_uninstalled(tmp_path, capsys,
+                                                                    fake_measure, monkeypatch):
+    monkeypatch.setattr(env, "is_dirty", lambda: False)
+    b = tmp_path / "b.json"
+    gate.run_gate(_args("--update-baseline", "--baseline", str(b), "--no-time"))
+    capsys.readouterr()
+    data = json.loads(b.read_text())
+    data["cases"]["n8-constant-cg"] = {"iterations": 20, "converged": True}  # not in the suite
+    b.write_text(json.dumps(data))
+    code = gate.run_gate(_args("--baseline", str(b), "--no-time", "--json"))
+    res = json.loads(capsys.readouterr().out)
+    assert code == 1 and "n8-constant-cg" not in res["not_gated"]
