@@ -6,6 +6,7 @@ Nothing is measured: comparisons run on hand-made collections, and ``run_gate`` 
 
 import json
 import math
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -717,3 +718,29 @@ def test_run_gate_reports_a_removed_case_as_missing_not_uninstalled(tmp_path, ca
     code = gate.run_gate(_args("--baseline", str(b), "--no-time", "--json"))
     res = json.loads(capsys.readouterr().out)
     assert code == 1 and "n8-constant-cg" not in res["not_gated"]
+
+
+def test_check_args_asks_for_room_for_the_baseline_and_the_summary(tmp_path, monkeypatch):
+    p = _write(tmp_path, _valid())
+    asked = []
+    from npo import fileio
+
+    monkeypatch.setattr(fileio, "check_output_dir", lambda d, need=0: asked.append((Path(d), need)))
+    gate.check_args(_args("--baseline", str(p), "--summary", str(tmp_path / "s" / "sum.md")))
+    assert (tmp_path / "s", 64 * 1024) in asked
+    monkeypatch.setattr(env, "is_dirty", lambda: False)
+    gate.check_args(_args("--baseline", str(p), "--update-baseline"))
+    assert asked[-1] == (tmp_path, 64 * 1024)
+
+
+def test_select_lists_only_cases_that_miss_an_install(monkeypatch):
+    from dataclasses import replace
+
+    spec = get_method("nystrom")
+    fake = replace(spec, skip=lambda case: "too big here")  # a skip that no install cures
+    real = cases.cases
+    monkeypatch.setattr(gate.cases, "cases", lambda suite, **kw: [
+        c if c.method.label != "nystrom" else replace(c, method=fake) for c in real(suite, **kw)])
+    run, skipped = gate._select(SimpleNamespace(method=None, case=None))
+    assert "nystrom" not in {c.method.label for c in run}
+    assert not any(cid.endswith("-nystrom") for cid in skipped)
