@@ -118,10 +118,12 @@ def build_reports(asv_dir=None, benchmarks_dir=None, runs_dir=None, out="reports
             table, "Latest honesty table (from `npo-bench report`)") if table is not None else
             "# Latest honesty table (from `npo-bench report`)\n\nNo record of these sources "
             "has an iteration count and a convergence flag: there is nothing to judge.\n")
-        plots.plot_history(h, "plots/history-iterations.png", "iterations", rs=rs)
-        for value in ("solve_s", "apply_per_spmv"):
+        # a source without iteration counts (pytest-benchmark's apply stage alone) has no
+        # iterations history: plot what there is
+        for value, name in (("iterations", "history-iterations.png"),
+                            ("solve_s", "history-solve.png"),
+                            ("apply_per_spmv", "history-apply-per-spmv.png")):
             if h[value].notna().any():
-                name = "history-solve.png" if value == "solve_s" else "history-apply-per-spmv.png"
                 plots.plot_history(h, f"plots/{name}", value, rs=rs)
         if table is not None:
             plots.plot_iterations(table, "plots/latest-iterations.png", rs=rs)
