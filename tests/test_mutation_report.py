@@ -1820,3 +1820,16 @@ def test_build_reports_defaults_skip_bad_and_nothing_to_judge(tmp_path, monkeypa
     # iterations plot ("no iterations values to plot"); it now plots what there is
     assert sorted(p.relative_to(tmp_path / "o3").as_posix() for p in paths) == [
         "history.csv", "history.md", "latest-honesty.md", "measurements.csv"]
+
+
+def test_build_reports_plots_each_history_under_its_name(tmp_path, monkeypatch):
+    runs = tmp_path / "runs"
+    _write_run(runs / "m1" / "a.csv", _run_records())
+    drawn = []
+    real = plots.plot_history
+    monkeypatch.setattr(plots, "plot_history", lambda h, path, value="iterations", rs=None: (
+        drawn.append((path, value)), real(h, path, value, rs=rs))[1])
+    build.build_reports(runs_dir=runs, out=tmp_path / "out")
+    assert drawn == [("plots/history-iterations.png", "iterations"),
+                     ("plots/history-solve.png", "solve_s"),
+                     ("plots/history-apply-per-spmv.png", "apply_per_spmv")]
