@@ -1833,3 +1833,23 @@ def test_build_reports_plots_each_history_under_its_name(tmp_path, monkeypatch):
     assert drawn == [("plots/history-iterations.png", "iterations"),
                      ("plots/history-solve.png", "solve_s"),
                      ("plots/history-apply-per-spmv.png", "apply_per_spmv")]
+
+
+def test_latest_honesty_takes_exactly_the_newest_runs_group():
+    def frame(rows):
+        df = store.coerce_dtypes(pd.DataFrame(rows))
+        df["code_version"], df["env"] = "", ""
+        return df
+
+    newest = dict(machine="m1", commit="c2", suite="quick", device="cpu")
+    rows = _run_records(**newest, timestamp="2024-03-01T00:00:00+00:00", iterations=11)
+    rows[1]["timestamp"] = "2024-01-01T00:00:00+00:00"  # same run group, older than the others
+    # one record differing from the newest group in each key, all older
+    for k, (key, value) in enumerate((("machine", "m2"), ("commit", "c1"), ("suite", "std"),
+                                      ("device", "torch:cpu"))):
+        rows += [dict(r, case=f"n{8 * (k + 2)}-constant-{r['method']}", n=8 * (k + 2),
+                      iterations=20 + k, timestamp=f"2024-02-0{k + 1}T00:00:00+00:00",
+                      **{key: value})
+                 for r in _run_records(**newest)]
+    t = build.latest_honesty(frame(rows))
+    assert t["iterations"].tolist() == [11, 11] and set(t["n"]) == {32}
