@@ -1853,3 +1853,20 @@ def test_latest_honesty_takes_exactly_the_newest_runs_group():
                  for r in _run_records(**newest)]
     t = build.latest_honesty(frame(rows))
     assert t["iterations"].tolist() == [11, 11] and set(t["n"]) == {32}
+
+
+def test_latest_honesty_without_cli_runs_uses_the_first_source_and_sorts_by_n_then_field():
+    def frame(rows):
+        df = store.coerce_dtypes(pd.DataFrame(rows))
+        df["code_version"], df["env"] = "", ""
+        return df
+
+    def rec(source, field, N, its):
+        return dict(_run_records()[0], source=source, filter=None, problem="pyamg", n=0,
+                    field=field, N=N, case=f"pyamg-n0-{field}-cg", iterations=its,
+                    commit_date="2024-01-01", timestamp=None)
+
+    rows = [rec("asv", "knot", 239, 5), rec("pytest-benchmark", "knot", 239, 6),
+            rec("pytest-benchmark", "airfoil", 260, 7), rec("asv", "airfoil", 260, 8)]
+    t = build.latest_honesty(frame(rows))
+    assert set(t["source"]) == {"asv"} and t["field"].tolist() == ["airfoil", "knot"]
