@@ -1870,3 +1870,29 @@ def test_latest_honesty_without_cli_runs_uses_the_first_source_and_sorts_by_n_th
             rec("pytest-benchmark", "airfoil", 260, 7), rec("asv", "airfoil", 260, 8)]
     t = build.latest_honesty(frame(rows))
     assert set(t["source"]) == {"asv"} and t["field"].tolist() == ["airfoil", "knot"]
+
+
+def test_plot_history_keeps_cases_with_two_commits_even_with_missing_keys(tmp_path):
+    def row(case, n, commit, order, device):
+        return {"case": case, "problem": "diffusion_2d", "n": n, "field": "constant",
+                "method": "cg", "source": "cli", "machine": "m", "device": device,
+                "commit": commit, "commit_short": commit, "commit_order": order,
+                "iterations": 10.0 + order, "time_flag": False, "iterations_changed": False}
+
+    h = pd.DataFrame([row("n8-constant-cg", 8, "a", 0, None), row("n8-constant-cg", 8, "b", 1, None),
+                      row("n16-constant-cg", 16, "a", 0, "cpu")])
+    import matplotlib.pyplot as plt
+
+    shown = []
+    real = plt.close
+
+    def grab(fig=None):
+        if fig is not None and hasattr(fig, "axes"):
+            shown.extend(ax.get_title() for ax in fig.axes if ax.get_title())
+        return real(fig)
+
+    import unittest.mock as um
+
+    with um.patch.object(plt, "close", grab):
+        plots.plot_history(h, tmp_path / "h.png")
+    assert shown == ["n=8, constant"]  # the single-commit case has no history: left out
