@@ -1896,3 +1896,29 @@ def test_plot_history_keeps_cases_with_two_commits_even_with_missing_keys(tmp_pa
     with um.patch.object(plt, "close", grab):
         plots.plot_history(h, tmp_path / "h.png")
     assert shown == ["n=8, constant"]  # the single-commit case has no history: left out
+
+
+def test_plot_history_legend_keeps_the_records_method_order_and_styles(tmp_path):
+    from matplotlib.colors import to_hex
+
+    rows = []
+    for method in ("cg", "amg_sa"):  # catalogue order, not alphabetical
+        for order, commit in enumerate("ab"):
+            rows.append({"case": f"n8-constant-{method}", "problem": "diffusion_2d", "n": 8,
+                         "field": "constant", "method": method, "source": "cli",
+                         "machine": "m", "device": "cpu", "commit": commit,
+                         "commit_short": commit, "commit_order": order,
+                         "iterations": 10.0 + order, "time_flag": False,
+                         "iterations_changed": False})
+    import unittest.mock as um
+
+    import matplotlib.pyplot as plt
+
+    figs = []
+    real = plt.close
+    with um.patch.object(plt, "close", lambda fig=None: (figs.append(fig), real(fig))[1]):
+        plots.plot_history(pd.DataFrame(rows), tmp_path / "h.png")
+    (legend,) = figs[0].legends
+    assert [t.get_text() for t in legend.get_texts()] == ["cg", "amg_sa"]
+    assert [to_hex(h.get_color()) for h in legend.legend_handles] == [
+        to_hex(plots.style("cg")["color"]), to_hex(plots.style("amg_sa")["color"])]
