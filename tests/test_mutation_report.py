@@ -1081,6 +1081,7 @@ def test_styles():
 def test_small_plot_helpers():
     assert plots._spans_decades([1, 31]) and not plots._spans_decades([1, 30])
     assert not plots._spans_decades([5]) and not plots._spans_decades([0, -1, math.nan, 5])
+    assert not plots._spans_decades([0, 100])  # zero is not a decade below anything
     assert plots._spans_decades([0, 1, 100])
     assert plots._panel_title(("diffusion_2d", "jump")) == "jump"
     assert plots._panel_title(("aniso_2d", "e")) == "aniso_2d: e"
