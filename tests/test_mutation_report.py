@@ -1923,3 +1923,5 @@ def test_plot_history_legend_keeps_the_records_method_order_and_styles(tmp_path)
     assert [t.get_text() for t in legend.get_texts()] == ["cg", "amg_sa"]
     assert [to_hex(h.get_color()) for h in legend.legend_handles] == [
         to_hex(plots.style("cg")["color"]), to_hex(plots.style("amg_sa")["color"])]
+    ax = figs[0].axes[0]
+    assert ax.xaxis.get_gridlines()[0].get_visible() and figs[0]._suptitle.get_fontsize() == 10
