@@ -1925,3 +1925,11 @@ def test_plot_history_legend_keeps_the_records_method_order_and_styles(tmp_path)
         to_hex(plots.style("cg")["color"]), to_hex(plots.style("amg_sa")["color"])]
     ax = figs[0].axes[0]
     assert ax.xaxis.get_gridlines()[0].get_visible() and figs[0]._suptitle.get_fontsize() == 10
+
+
+def test_write_run_reports_names_plots_and_the_run_file_after_the_suite(tmp_path):
+    rs = build.write_run_reports(_run_records(), tmp_path / "out", suite="Xtra")
+    names = sorted(p.relative_to(tmp_path / "out").as_posix() for p in rs.committed)
+    assert "plots/Xtra-iterations.png" in names
+    (run,) = [n for n in names if n.startswith("runs/")]
+    assert "_Xtra_" in run
