@@ -662,3 +662,43 @@ def test_main_exit_codes(monkeypatch, capsys):
     assert main(["run", "--repeats", "0"]) == 2
     assert capsys.readouterr().err == "npo-bench: error: --repeats must be >= 1\n"
     assert p is not None
+
+
+def test_run_unfiltered_suite_with_a_skip_progress_and_timing(capsys, fake_run, tmp_path,
+                                                              monkeypatch):
+    f = tmp_path / "s2.toml"
+    f.write_text('[[group]]\nproblem = "poisson_3d"\nsizes = [4]\nfields = ["constant"]\n'
+                 'methods = ["cg", "ilu0"]\n')
+    clock = iter([10.0, 12.5])
+
+    class FakeTime:
+        @staticmethod
+        def perf_counter():
+            return next(clock)
+
+    monkeypatch.setattr(cli, "time", FakeTime)
+    out = tmp_path / "rep"
+    code = main(["run", "--suite", str(f), "--out", str(out), "--progress"])
+    printed, err = capsys.readouterr()
+    assert code == 0
+    assert err.startswith("npo-bench run: suite 's2', 1 cases (1 combinations skipped), "
+                          "threads=1, device=cpu\n")
+    assert "1/1 [" in err and "case/s, poisson_3d-n4-constant-cg]" in err
+    assert "\nmeasured 1 cases in 2.5 s\n" in err
+    assert "Not run here (the catalogue's reasons): `ilu0`: " in printed
+    md = (out / "honesty-s2.md").read_text()
+    assert "Not run here (the catalogue's reasons): `ilu0`: " in md
+
+
+def test_run_refuses_an_empty_combination_and_a_case_too_big_for_memory(capsys, fake_run,
+                                                                        tmp_path, monkeypatch):
+    f = tmp_path / "two.toml"
+    f.write_text('[[group]]\nsizes = [8]\nfields = ["constant"]\nmethods = ["cg"]\n'
+                 '[[group]]\nsizes = [16]\nfields = ["constant"]\nmethods = ["jacobi"]\n')
+    code = main(["run", "--suite", str(f), "--n", "8", "--method", "jacobi", "--no-write"])
+    assert code == 2 and capsys.readouterr().err == (
+        "npo-bench: error: no runnable cases in suite 'two' with these filters\n")
+    monkeypatch.setattr(cli, "_mem_available", lambda: 1024)
+    code = main(["run", "--suite", str(f), "--no-write"])
+    assert code == 2 and "npo-bench: error: the largest case (n16-constant-jacobi, N = 256) " \
+        "needs about " in capsys.readouterr().err
