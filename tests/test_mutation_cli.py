@@ -702,3 +702,15 @@ def test_run_refuses_an_empty_combination_and_a_case_too_big_for_memory(capsys, 
     code = main(["run", "--suite", str(f), "--no-write"])
     assert code == 2 and "npo-bench: error: the largest case (n16-constant-jacobi, N = 256) " \
         "needs about " in capsys.readouterr().err
+
+
+def test_run_matrix_market_cases_have_n_zero(capsys, fake_run, tmp_path):
+    import scipy.io
+
+    from npo.problems import poisson_2d
+
+    scipy.io.mmwrite(tmp_path / "lap.mtx", poisson_2d(4))
+    code = main(["run", "--matrix", str(tmp_path / "lap.mtx"), "--method", "cg", "--no-write",
+                 "--no-progress"])
+    capsys.readouterr()
+    assert code == 0 and fake_run["ids"] == ["mtx-n0-lap-cg"]
