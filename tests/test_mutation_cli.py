@@ -704,7 +704,7 @@ def test_run_refuses_an_empty_combination_and_a_case_too_big_for_memory(capsys, 
         "needs about " in capsys.readouterr().err
 
 
-def test_run_matrix_market_cases_have_n_zero(capsys, fake_run, tmp_path):
+def test_run_matrix_market_cases_are_sized_by_their_unknowns(capsys, fake_run, tmp_path):
     import scipy.io
 
     from npo.problems import poisson_2d
@@ -713,4 +713,4 @@ def test_run_matrix_market_cases_have_n_zero(capsys, fake_run, tmp_path):
     code = main(["run", "--matrix", str(tmp_path / "lap.mtx"), "--method", "cg", "--no-write",
                  "--no-progress"])
     capsys.readouterr()
-    assert code == 0 and fake_run["ids"] == ["mtx-n0-lap-cg"]
+    assert code == 0 and fake_run["ids"] == ["mtx-n16-lap-cg"]  # a fixed matrix: n is its N
