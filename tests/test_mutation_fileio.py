@@ -422,3 +422,32 @@ def test_commit_first_rolls_a_killed_writers_journal_forward(tmp_path, monkeypat
     assert (tmp_path / "sub" / "new.txt").read_text() == "mine"
     assert not (tmp_path / fileio.JOURNAL_NAME).exists()
     assert tmp_path / "sub" in synced and synced.count(tmp_path) >= 2
+
+
+def _stale_temp(d):
+    d.mkdir(parents=True, exist_ok=True)
+    t = d / f".r.csv{fileio.TEMP_MARK}{2**22 + 4321}-ab.csv"  # a pid above pid_max: dead
+    t.write_text("stale")
+    return t
+
+
+def test_recover_skips_read_only_roots_unreadable_dirs_and_symlinks(tmp_path, monkeypatch):
+    outside = _stale_temp(tmp_path / "outside")
+    root = tmp_path / "root"
+    a, b = _stale_temp(root / "a"), _stale_temp(root / "b")
+    (root / "link").symlink_to(tmp_path / "outside", target_is_directory=True)
+    monkeypatch.setattr(fileio.os, "access", lambda p, mode: False)
+    assert recover(root) == {"rolled_forward": 0, "removed_temps": 0} and a.exists()
+    monkeypatch.undo()
+    calls = []
+    real = os.scandir
+
+    def scandir(d):
+        calls.append(d)
+        if len(calls) == 2:  # the first subdirectory popped cannot be read
+            raise PermissionError(13, "Permission denied")
+        return real(d)
+
+    monkeypatch.setattr(fileio.os, "scandir", scandir)
+    assert recover(root)["removed_temps"] == 1 and a.exists() != b.exists()
+    assert outside.exists()  # a symlinked directory is not followed out of the root

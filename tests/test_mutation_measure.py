@@ -456,6 +456,9 @@ def test_cost_samples_times_against_the_case_spmv_and_its_own_objects(monkeypatc
     for r in refs:
         np.testing.assert_array_equal(r, p.A @ v)
     assert all(m is p for m in made) and len(made) == 2  # the first setup, the timed setup
+    M = measure.make_preconditioner(c).setup(p.A)
+    assert fns[2].iterations == measure.solve(c, p.A, p.b, M).iterations  # the timed solves
+    assert fns[2].iterations != measure.solve(c, p.A, p.b, None).iterations  # are the case's
     assert inspect.signature(measure.cost_samples).parameters["max_timed_solve_s"].default == 1.0
 
 

@@ -546,3 +546,16 @@ def test_checkpoint_sidecar_is_indented_and_plain_refuses_item_without_ndim(tmp_
         ck._plain(ItemOnly())
     assert str(e.value) == "ItemOnly is not a JSON primitive"
 
+
+
+def test_stencil_fields_refuses_an_east_wrap_alone_and_tiny_entries_off_the_stencil():
+    n = 3
+    A = poisson_2d(n).tolil()
+    A[n - 1, n] = -1.0  # (0, n-1) -> (1, 0) only: the west side stays clean
+    with pytest.raises(ValueError, match="across grid-row ends"):
+        data.stencil_fields(A.tocsr())
+    for scale in (1.0, 1e-12):
+        B = (poisson_2d(n) * scale).tolil()
+        B[0, 2 * n] = 1e-7 * scale * 4 * (n + 1) ** 2  # far below the entries, still outside
+        with pytest.raises(ValueError, match="outside the 5-point stencil"):
+            data.stencil_fields(B.tocsr())
