@@ -6,6 +6,7 @@ import argparse
 import json
 import math
 import signal
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -677,13 +678,34 @@ def test_run_unfiltered_suite_with_a_skip_progress_and_timing(capsys, fake_run, 
             return next(clock)
 
     monkeypatch.setattr(cli, "time", FakeTime)
+    bars = []
+
+    class Bar:  # tqdm's own bar starts a monitor thread: a forked mutation run can deadlock
+        def __init__(self, **kw):
+            self.kw, self.events = kw, []
+            bars.append(self)
+
+        def set_postfix_str(self, s):
+            self.events.append(("postfix", s))
+
+        def update(self):
+            self.events.append(("update",))
+
+        def close(self):
+            self.events.append(("close",))
+
+    import tqdm
+
+    monkeypatch.setattr(tqdm, "tqdm", Bar)
     out = tmp_path / "rep"
     code = main(["run", "--suite", str(f), "--out", str(out), "--progress"])
     printed, err = capsys.readouterr()
     assert code == 0
     assert err.startswith("npo-bench run: suite 's2', 1 cases (1 combinations skipped), "
                           "threads=1, device=cpu\n")
-    assert "1/1 [" in err and "case/s, poisson_3d-n4-constant-cg]" in err
+    (bar,) = bars
+    assert bar.kw == {"total": 1, "unit": "case", "file": sys.stderr, "disable": False}
+    assert bar.events == [("postfix", "poisson_3d-n4-constant-cg"), ("update",), ("close",)]
     assert "\nmeasured 1 cases in 2.5 s\n" in err
     assert "Not run here (the catalogue's reasons): `ilu0`: " in printed
     md = (out / "honesty-s2.md").read_text()
