@@ -17,9 +17,16 @@ ROOT = Path(__file__).resolve().parents[1]
 Q = ["--n", "32", "--field", "constant", "--method", "cg"]
 
 
+def _default_sigint():
+    # a shell's background job inherits SIGINT ignored (SIG_IGN); Python then never raises
+    # KeyboardInterrupt, and the interrupt tests would test the shell, not npo-bench
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _cli(*argv, env=None, timeout=300):
     return subprocess.run([sys.executable, "-m", "npo.cli", *argv], capture_output=True,
-                          text=True, env={**os.environ, **(env or {})}, timeout=timeout, cwd=ROOT)
+                          text=True, env={**os.environ, **(env or {})}, timeout=timeout, cwd=ROOT,
+                          preexec_fn=_default_sigint)
 
 
 def test_run_writes_filtered_table_plots_and_store(tmp_path, capsys):

@@ -53,7 +53,16 @@ def test_temp_name_and_pid(tmp_path):
     assert is_temp(t)
 
 
-def test_fault_points(monkeypatch):
+@pytest.fixture()
+def sigint_raises():
+    """SIGINT raises KeyboardInterrupt, also where pytest was started with it ignored (a shell's
+    background job inherits SIG_IGN)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_fault_points(monkeypatch, sigint_raises):
     monkeypatch.delenv(fileio.FAULT_ENV, raising=False)
     fileio._fault("staged")  # unset: nothing
     monkeypatch.setenv(fileio.FAULT_ENV, "journal:ENOSPC")
