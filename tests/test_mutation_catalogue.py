@@ -946,3 +946,7 @@ def test_field_checks_and_pyamg_builds(monkeypatch):
     B2 = np.ones((9, 2))
     monkeypatch.setattr(problemkinds, "_example", lambda name: (A, B2))
     assert kp.build(0, kp.fields["bar"], 3).meta["near_nullspace"] is B2
+
+
+def test_cases_default_to_the_quick_suite():
+    assert [c.id for c in cases.cases()] == [c.id for c in cases.cases("quick")]

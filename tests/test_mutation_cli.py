@@ -736,3 +736,20 @@ def test_run_matrix_market_cases_are_sized_by_their_unknowns(capsys, fake_run, t
                  "--no-progress"])
     capsys.readouterr()
     assert code == 0 and fake_run["ids"] == ["mtx-n16-lap-cg"]  # a fixed matrix: n is its N
+
+
+@pytest.mark.parametrize("extra", [["--method", "cg", "npo.precond.basic:Jacobi"],
+                                   ["--ranks", "2"]])
+def test_select_keeps_the_suites_settings_when_it_rebuilds_it(tmp_path, extra):
+    f = tmp_path / "own.toml"
+    f.write_text('name = "own"\ndescription = "mine"\nrtol = 1e-6\nrhs_seed = 3\n[[group]]\n'
+                 'sizes = [8]\nfields = ["constant"]\nmethods = ["cg"]\nranks = [1, 2]\n')
+    args = build_parser().parse_args(["run", "--suite", str(f), *extra])
+    suite, selected, skipped, _ = cli._select(args)
+    assert (suite.name, suite.description, suite.rtol, suite.rhs_seed) == ("own", "mine", 1e-6, 3)
+    assert suite.path == f"{str(f)!r}"
+    assert {(c.rtol, c.rhs_seed) for c in selected + [c for c, _ in skipped]} == {(1e-6, 3)}
+    if extra[0] == "--ranks":
+        assert {c.ranks for c in selected + [c for c, _ in skipped]} == {2}
+    else:  # an ad hoc method keeps each group's ranks
+        assert {c.ranks for c in selected + [c for c, _ in skipped]} == {1, 2}

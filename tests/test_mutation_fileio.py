@@ -364,7 +364,8 @@ def test_alive_only_probes_and_trusts_a_process_it_may_not_signal(monkeypatch):
     p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
         assert fileio._alive(p.pid) is True
-        assert p.poll() is None  # signal 0 probes; the process is untouched
+        with pytest.raises(subprocess.TimeoutExpired):  # signal 0 probes: the process lives on
+            p.wait(timeout=1.0)
     finally:
         p.kill()
         p.wait()

@@ -1132,8 +1132,12 @@ def test_plot_iterations_axes_and_markers(figs):
     assert list(line.get_xdata()) == [32, 64] and line.get_linestyle() == "-"
     assert list(full.get_xdata()) == [32] and list(hollow.get_xdata()) == [64]
     assert hollow.get_markerfacecolor() == "none" and full.get_marker() == "D"
+    assert hollow.get_linestyle() == full.get_linestyle() == "None"  # markers only
     assert line.get_alpha() == 0.8 and line.get_label() == "amg_sa"
     assert [t.get_text() for t in fig.legends[0].get_texts()] == ["cg", "amg_sa"]
+    assert [h.get_marker() for h in fig.legends[0].legend_handles] == [
+        plots.style("cg")["marker"], plots.style("amg_sa")["marker"]]
+    assert ax1.xaxis.get_gridlines()[0].get_alpha() == 0.3
 
 
 def test_plot_time_to_solution(figs):
@@ -1933,3 +1937,19 @@ def test_write_run_reports_names_plots_and_the_run_file_after_the_suite(tmp_path
     assert "plots/Xtra-iterations.png" in names
     (run,) = [n for n in names if n.startswith("runs/")]
     assert "_Xtra_" in run
+
+
+def test_saved_plots_are_110_dpi_pngs(tmp_path):
+    import matplotlib.pyplot as plt
+
+    fig = plt.figure(figsize=(2, 1))
+    p = plots._save(fig, tmp_path / "f.png")
+    head = p.read_bytes()[:24]
+    assert head[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")) == (220, 110)
+
+
+def test_panels_of_records_without_a_problem_column(figs):
+    t = _table()
+    plots.plot_iterations(t[t["problem"] == "diffusion_2d"].drop(columns=["problem"]), "it.png")
+    assert [a.get_title() for a in figs[0].axes if a.get_visible()] == ["constant"]
