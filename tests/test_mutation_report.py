@@ -1953,3 +1953,13 @@ def test_panels_of_records_without_a_problem_column(figs):
     t = _table()
     plots.plot_iterations(t[t["problem"] == "diffusion_2d"].drop(columns=["problem"]), "it.png")
     assert [a.get_title() for a in figs[0].axes if a.get_visible()] == ["constant"]
+
+
+def test_frame_columns_and_a_converged_row_without_a_total():
+    f = _frame()
+    f.loc[1, "total_s"] = math.nan  # converged, but no total time (an asv run without setup)
+    t = honesty_frame(f)
+    assert "index" not in t.columns
+    assert bool(t.loc[1, "converged"]) and t.loc[1, "speedup_wall"] == "-"
+    # found by mutation testing: this row read "tie", a claim about times never measured
+    assert t.loc[1, "verdict"] == "no wall-clock time"

@@ -155,6 +155,8 @@ def _verdict(is_baseline, ok, s_it, lo, hi, base_ok, few) -> str:
         return "FAILS: not converged"
     if not base_ok:
         return "wins (CG did not converge)" if lo > TIE_BAND else "converges (CG did not)"
+    if math.isnan(lo) or math.isnan(hi):  # converged, but without a total time to compare
+        return "no wall-clock time"
     band = verdict_band(lo, hi, TIE_BAND)
     mark = " (1 sample)" if few else ""
     if band == "wins":
