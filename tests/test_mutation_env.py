@@ -355,3 +355,21 @@ def test_pin_process_limits_blas_threads(monkeypatch):
             env._process_limiter[-1].restore_original_limits()
         finally:
             env._current["threads"] = old
+
+
+def test_cores_fallback_clamp_edge_and_mpi4py_version(monkeypatch):
+    import importlib.util
+    import warnings
+
+    def no_affinity(pid):
+        raise OSError("no affinity here")
+
+    monkeypatch.setattr(env.os, "sched_getaffinity", no_affinity)
+    monkeypatch.setattr(env.os, "cpu_count", lambda: None)
+    assert env.cores() == 1
+    monkeypatch.setattr(env, "cores", lambda: 4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert env.clamp_threads(4) == 4  # exactly the core count: no warning
+    if importlib.util.find_spec("mpi4py") is not None:
+        assert "mpi4py" in env.versions()

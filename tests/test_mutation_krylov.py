@@ -522,3 +522,40 @@ def test_every_keyword_reaches_the_loop(solver, name):
     assert solver(A8, B8).iterations == solver(A8, B8, rtol=1e-10).iterations
     A5 = diffusion_2d(5, coefficient("lognormal", 5, 1e4))
     assert solver(A5, grf_rhs(5), rtol=1e-300).iterations == 250  # maxiter defaults to 10 N
+
+
+def test_x0_is_scaled_with_b_and_a_linear_m_does_not_warn():
+    import scipy.sparse.linalg as sla
+
+    A = poisson_2d(6)
+    b = grf_rhs(6) * 1000.0  # rhs_scale(b) is far from 1
+    assert rhs_scale(b) != 1.0
+    x_star = sla.spsolve(A.tocsc(), b)
+    res = pcg(A, b, rtol=1e-8, x0=x_star)
+    assert res.converged and res.iterations == 0
+
+    class Lin:
+        linear = True
+
+        def apply(self, r):
+            return r
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert pcg(A, b, Lin(), rtol=1e-8).converged
+
+
+def test_a_non_finite_residual_is_a_named_breakdown():
+    A = poisson_2d(4)
+    b = grf_rhs(4)
+
+    class Bad:
+        linear = True
+        calls = 0
+
+        def apply(self, r):
+            Bad.calls += 1
+            return r if Bad.calls < 3 else r * 1e308 * 1e308
+
+    res = pcg(A, b, Bad(), rtol=1e-12)
+    assert res.reason == "breakdown" and not res.converged
