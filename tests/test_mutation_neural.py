@@ -559,3 +559,10 @@ def test_stencil_fields_refuses_an_east_wrap_alone_and_tiny_entries_off_the_sten
         B[0, 2 * n] = 1e-7 * scale * 4 * (n + 1) ** 2  # far below the entries, still outside
         with pytest.raises(ValueError, match="outside the 5-point stencil"):
             data.stencil_fields(B.tocsr())
+
+
+def test_a_name_with_a_slash_is_a_path_not_a_shipped_model(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match="no NPO checkpoint './poisson'"):
+        neural.resolve_checkpoint("./poisson")
+    assert neural.resolve_checkpoint("poisson").name == "poisson.pt"

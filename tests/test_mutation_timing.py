@@ -239,3 +239,22 @@ def test_peak_bytes_uses_the_largest_view(monkeypatch):
     monkeypatch.setattr(timing, "_status_bytes", lambda key: 1 / 0)
     _, peak = timing.peak_bytes(lambda: None)
     assert peak < 1_000_000
+
+
+@pytest.mark.skipif(not timing._reset_rss_peak(), reason="needs Linux's /proc/self/clear_refs")
+def test_peak_bytes_sees_memory_that_tracemalloc_does_not():
+    import mmap
+
+    def touch():
+        m = mmap.mmap(-1, 64 * 2**20)  # anonymous pages: outside tracemalloc's view
+        for i in range(0, len(m), 4096):
+            m[i] = 1
+        m.close()
+
+    _, peak = timing.peak_bytes(touch)
+    assert peak >= 48 * 2**20
+
+
+def test_stage_samples_takes_one_sample_by_default_when_the_budget_is_spent():
+    out, last = timing.stage_samples(lambda: 7, 5, budget=0.0)
+    assert len(out) == 1 and last == 7
