@@ -527,3 +527,17 @@ def test_krylov_parity_uses_the_case_tolerance():
     ref, res = measure.krylov_parity(loose)
     full, _ = measure.krylov_parity(c)
     assert ref.iterations == res.iterations < full.iterations
+
+
+def test_krylov_parity_builds_the_preconditioner_for_the_given_problem():
+    pytest.importorskip("torch")
+    c = cases.get_case("elasticity_2d-n4-default-amg_sa")  # options from the problem: its modes
+    other = measure.problem(cases.get_case("elasticity_2d-n6-default-amg_sa"))
+    ref, res = measure.krylov_parity(c, p=other)
+    assert ref.converged and ref.iterations == res.iterations
+
+
+def test_cases_allow_the_smallest_grid():
+    assert cases.get_case("n2-constant-cg").n == 2
+    with pytest.raises(ValueError):
+        cases.get_case("n1-constant-cg")

@@ -566,3 +566,17 @@ def test_a_name_with_a_slash_is_a_path_not_a_shipped_model(tmp_path, monkeypatch
     with pytest.raises(ValueError, match="no NPO checkpoint './poisson'"):
         neural.resolve_checkpoint("./poisson")
     assert neural.resolve_checkpoint("poisson").name == "poisson.pt"
+
+
+def test_a_truncated_checkpoint_names_torchs_error_on_one_line(tmp_path):
+    pytest.importorskip("torch")
+    from npo.neural.checkpoint import load_checkpoint, save_checkpoint
+    from npo.neural.model import NAMG
+
+    p = save_checkpoint(NAMG(width=8, num_coarse=4, heads=2, ffn_mult=1), tmp_path / "m.pt")
+    raw = p.read_bytes()
+    (tmp_path / "t.pt").write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(ValueError) as e:
+        load_checkpoint(tmp_path / "t.pt")
+    assert str(e.value) == (f"{tmp_path / 't.pt'}: not a readable NPO checkpoint (corrupt or "
+                            "truncated file: OSError: [Errno 22] Invalid argument)")
