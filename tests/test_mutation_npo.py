@@ -388,10 +388,11 @@ class _OpsNet(torch.nn.Module):
 
 def test_count_flops_groups_every_counted_op(monkeypatch):
     monkeypatch.setitem(flops._CUSTOM, torch.ops.aten.mul, lambda *a, out_shape=None, **k: 7)
+    monkeypatch.setitem(flops._CUSTOM, torch.ops.aten.sum, lambda *a, out_shape=None, **k: 5)
     net = _OpsNet()
     c = flops.count_flops(net, 4)
-    assert c == {"total": 4 * 128 + 7, "by_op": {"linear": 4 * 128, "conv": 0, "attention": 0,
-                                                 "other": 7}}
+    assert c == {"total": 4 * 128 + 12, "by_op": {"linear": 4 * 128, "conv": 0, "attention": 0,
+                                                  "other": 12}}
     assert net.seen == [(None, None)]
     inputs = torch.zeros(1, 5)
     flops.count_flops(net, 4, inputs=inputs)
