@@ -361,7 +361,11 @@ def test_report_set_abort_tolerates_a_staged_file_already_gone(tmp_path):
 
 
 def test_alive_only_probes_and_trusts_a_process_it_may_not_signal(monkeypatch):
-    p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    # SIGHUP's default action in the child, whatever it inherited (nohup ignores it)
+    p = subprocess.Popen([sys.executable, "-c", "import signal, time; "
+                          "signal.signal(signal.SIGHUP, signal.SIG_DFL); print('ready', "
+                          "flush=True); time.sleep(30)"], stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline() == "ready\n"
     try:
         assert fileio._alive(p.pid) is True
         with pytest.raises(subprocess.TimeoutExpired):  # signal 0 probes: the process lives on

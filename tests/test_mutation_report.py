@@ -1963,3 +1963,13 @@ def test_frame_columns_and_a_converged_row_without_a_total():
     assert bool(t.loc[1, "converged"]) and t.loc[1, "speedup_wall"] == "-"
     # found by mutation testing: this row read "tie", a claim about times never measured
     assert t.loc[1, "verdict"] == "no wall-clock time"
+
+
+def test_asv_results_without_params_take_the_machine_from_the_directory(tmp_path):
+    root = _asv_tree(tmp_path, {"b.S.track_iterations": [[4], [["'n8-constant-cg'"]], "v"]},
+                     names={})
+    f = root / "box" / f"{'c' * 8}-env1.json"
+    data = json.loads(f.read_text())
+    del data["params"]
+    f.write_text(json.dumps(data))
+    assert load.load_asv(root)["machine"].tolist() == ["box"]
