@@ -62,7 +62,8 @@ def generate() -> None:
         "m.copy_src_dir(); m.copy_also_copy_files(); m.setup_source_paths()\n"
         "m.store_lines_covered_by_tests(); m.create_mutants(os.cpu_count() or 2)\n"
     )
-    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True,
+                   stdout=subprocess.DEVNULL)  # mutmut lists every file it copies
 
 
 def results() -> dict[str, dict[str, int | None]]:
