@@ -237,7 +237,8 @@ def test_footnotes_exactly():
         "verdict: 'wins' or 'LOSES' only when the 95% bootstrap confidence interval of the "
         "wall-clock speed-up lies entirely above 1.1 or below 0.909 (setup and solve samples of "
         "both methods resampled); otherwise 'tie'. With fewer than 3 samples the point estimate "
-        "is used and the verdict says so.",
+        "is used and the verdict says so. A converged method without a total time reads 'no "
+        "wall-clock time'.",
     ]
     bare = honesty.footnotes(pd.DataFrame({"method": ["cg"]}))
     assert bare[0] == ("machine: unknown (unknown, unknown cores); device: unknown; threads "

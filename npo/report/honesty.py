@@ -241,7 +241,7 @@ def footnotes(records: pd.DataFrame) -> list[str]:
         f"of the wall-clock speed-up lies entirely above {TIE_BAND:g} or below "
         f"{1 / TIE_BAND:.3g} (setup and solve samples of both methods resampled); otherwise "
         f"'tie'. With fewer than {MIN_SAMPLES} samples the point estimate is used and the "
-        "verdict says so.",
+        "verdict says so. A converged method without a total time reads 'no wall-clock time'.",
     ]
 
 
