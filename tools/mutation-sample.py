@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import collections
 import json
-import math
 import os
 import random
 import shutil
@@ -36,21 +35,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 EQUIVALENTS = ROOT / "reports" / "mutation-equivalents.tsv"
-#: mutmut exit codes (mutmut/__main__.py status_by_exit_code)
-KILLED = {1, 3, -24, 24, 36, 152, 255, -11, -9}  # failed tests, timeouts, crashes
-SURVIVED = {0}
-NO_TESTS = {33, 5}
-
-
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval of a proportion k/n."""
-    if n == 0:
-        return math.nan, math.nan
-    p = k / n
-    d = 1 + z * z / n
-    c = (p + z * z / (2 * n)) / d
-    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    return max(0.0, c - h), min(1.0, c + h)
+#: mutmut's statuses a mutant counts as killed by (failed tests, a timeout, a crash)
+KILLED = {"killed", "timeout", "segfault"}
 
 
 def generate() -> None:
@@ -103,9 +89,9 @@ def main(argv=None) -> int:
                if not args.modules or any(m.startswith(p) for p in args.modules)]
     if not modules:
         ap.error(f"no module matches {args.modules}")
-    rng = random.Random(args.seed)
-    sample = {m: sorted(rng.sample(sorted(by_module[m]), min(args.per_module, len(by_module[m]))))
-              for m in modules}
+    # one generator per module: a module's sample does not depend on which others are chosen
+    sample = {m: sorted(random.Random(f"{args.seed}:{m}").sample(
+        sorted(by_module[m]), min(args.per_module, len(by_module[m])))) for m in modules}
     if not args.no_run:
         names = [n for m in modules for n in sample[m]]
         env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
@@ -118,15 +104,20 @@ def main(argv=None) -> int:
     print("| module | mutants | sampled | killed | survived | no test | equivalent | "
           "score [95% CI] |")
     print("|---|---:|---:|---:|---:|---:|---:|---|")
+    from mutmut.__main__ import status_by_exit_code
+    from scipy.stats import binomtest
+
     for m in modules:
-        codes = [(n, by_module[m].get(n)) for n in sample[m]]
-        k = sum(c in KILLED for _, c in codes)
-        s = sum(c in SURVIVED and n not in eq for n, c in codes)
-        e = sum(c in SURVIVED and n in eq for n, c in codes)
-        nt = sum(c in NO_TESTS for _, c in codes)
-        lo, hi = wilson(k, k + s + nt)
-        score = f"{k / (k + s + nt):.0%} [{lo:.0%}, {hi:.0%}]" if k + s + nt else "-"
-        print(f"| {m} | {len(by_module[m])} | {len(codes)} | {k} | {s} | {nt} | {e} | {score} |")
+        status = [(n, status_by_exit_code[by_module[m].get(n)]) for n in sample[m]]
+        k = sum(st in KILLED for _, st in status)
+        s = sum(st == "survived" and n not in eq for n, st in status)
+        e = sum(st == "survived" and n in eq for n, st in status)
+        nt = sum(st == "no tests" for _, st in status)
+        score = "-"
+        if k + s + nt:
+            ci = binomtest(k, k + s + nt).proportion_ci(confidence_level=0.95, method="wilson")
+            score = f"{k / (k + s + nt):.0%} [{ci.low:.0%}, {ci.high:.0%}]"
+        print(f"| {m} | {len(by_module[m])} | {len(status)} | {k} | {s} | {nt} | {e} | {score} |")
     print(f"\n{time.perf_counter() - t0:.0f} s; seed {args.seed}; survivors: mutmut results; "
           "a diff: mutmut show NAME", file=sys.stderr)
     return 0
