@@ -684,6 +684,13 @@ def test_coerce_dtypes():
     assert out["iterations"].isna().all() and len(out) == 3
 
 
+def _refusal(path) -> str:
+    """The message of the BadRunFile that reading ``path`` raises."""
+    with pytest.raises(store.BadRunFile) as e:
+        store.read_run_file(path)
+    return str(e.value)
+
+
 def _write_run(path, rows, columns=None):
     path.parent.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(rows, columns=columns or RECORD_COLUMNS).to_csv(path, index=False)
@@ -707,36 +714,25 @@ def test_read_run_file_messages(tmp_path):
     ]
     for raw, msg in cases_:
         (tmp_path / "x.csv").write_bytes(raw)
-        with pytest.raises(store.BadRunFile) as e:
-            store.read_run_file(tmp_path / "x.csv")
+        got = _refusal(tmp_path / "x.csv")
         if msg is None:
-            assert str(e.value).startswith(f"{w}: not a CSV file (")
+            assert got.startswith(f"{w}: not a CSV file (")
         else:
-            assert str(e.value) == msg
+            assert got == msg
     cols = RECORD_COLUMNS + ["zz1", "zz2"]
     _write_run(tmp_path / "x.csv", [dict(_rec_full(), zz1=1, zz2=2)], cols)
-    with pytest.raises(store.BadRunFile) as e:
-        store.read_run_file(tmp_path / "x.csv")
-    assert str(e.value) == f"{w}: unknown column(s) ['zz1', 'zz2']"
+    assert _refusal(tmp_path / "x.csv") == f"{w}: unknown column(s) ['zz1', 'zz2']"
     _write_run(tmp_path / "x.csv", [])
-    with pytest.raises(store.BadRunFile) as e:
-        store.read_run_file(tmp_path / "x.csv")
-    assert str(e.value) == f"{w}: no rows"
+    assert _refusal(tmp_path / "x.csv") == f"{w}: no rows"
     _write_run(tmp_path / "x.csv", [_rec_full(), _rec_full(n=None)])
-    with pytest.raises(store.BadRunFile) as e:
-        store.read_run_file(tmp_path / "x.csv")
-    assert str(e.value) == f"{w}, line 3: empty 'n' (None)"
+    assert _refusal(tmp_path / "x.csv") == f"{w}, line 3: empty 'n' (None)"
     _write_run(tmp_path / "x.csv", [_rec_full(iterations="many")])
-    with pytest.raises(store.BadRunFile) as e:
-        store.read_run_file(tmp_path / "x.csv")
-    assert str(e.value) == f"{w}, line 2: unparseable 'iterations' ('many')"
-    with pytest.raises(store.BadRunFile) as e:
-        store.read_run_file(tmp_path / "missing.csv")
-    assert str(e.value).startswith(f"run file {str(tmp_path / 'missing.csv')!r}: cannot be read (")
+    assert _refusal(tmp_path / "x.csv") == f"{w}, line 2: unparseable 'iterations' ('many')"
+    assert _refusal(tmp_path / "missing.csv").startswith(
+        f"run file {str(tmp_path / 'missing.csv')!r}: cannot be read (")
     (tmp_path / "p.parquet").write_bytes(b"nope")
-    with pytest.raises(store.BadRunFile) as e:
-        store.read_run_file(tmp_path / "p.parquet")
-    assert str(e.value).startswith(f"run file {str(tmp_path / 'p.parquet')!r}: unreadable Parquet (")
+    assert _refusal(tmp_path / "p.parquet").startswith(
+        f"run file {str(tmp_path / 'p.parquet')!r}: unreadable Parquet (")
 
 
 def test_read_run_file_fills_old_files(tmp_path):
@@ -1669,26 +1665,20 @@ def test_read_run_file_parquet_and_errors(tmp_path):
     bad = pd.DataFrame([_rec_full(), _rec_full(n=float("nan"))], columns=RECORD_COLUMNS)
     bad.to_parquet(tmp_path / "b.parquet")
     w = f"run file {str(tmp_path / 'b.parquet')!r}"
-    with pytest.raises(store.BadRunFile) as e:
-        store.read_run_file(tmp_path / "b.parquet")
-    assert str(e.value).startswith(f"{w}, line 1: empty 'n' (")
+    assert _refusal(tmp_path / "b.parquet").startswith(f"{w}, line 1: empty 'n' (")
     (tmp_path / "x.parquet").write_bytes(b"nope")
-    with pytest.raises(store.BadRunFile) as e:
-        store.read_run_file(tmp_path / "x.parquet")
-    assert str(e.value).startswith(
+    assert _refusal(tmp_path / "x.parquet").startswith(
         f"run file {str(tmp_path / 'x.parquet')!r}: unreadable Parquet (ArrowInvalid: ")
 
 
 def test_read_run_file_message_details(tmp_path):
     (tmp_path / "d.csv").mkdir()
-    with pytest.raises(store.BadRunFile) as e:
-        store.read_run_file(tmp_path / "d.csv")
-    assert str(e.value) == f"run file {str(tmp_path / 'd.csv')!r}: cannot be read (Is a directory)"
+    assert _refusal(tmp_path / "d.csv") == (
+        f"run file {str(tmp_path / 'd.csv')!r}: cannot be read (Is a directory)")
     cols = RECORD_COLUMNS + [f"zz{i}" for i in range(7)]
     _write_run(tmp_path / "x.csv", [dict(_rec_full(), **{f"zz{i}": i for i in range(7)})], cols)
-    with pytest.raises(store.BadRunFile) as e:
-        store.read_run_file(tmp_path / "x.csv")
-    assert str(e.value).endswith("unknown column(s) ['zz0', 'zz1', 'zz2', 'zz3', 'zz4']")
+    assert _refusal(tmp_path / "x.csv").endswith(
+        "unknown column(s) ['zz0', 'zz1', 'zz2', 'zz3', 'zz4']")
     # a written protocol version is kept as written, even when empty
     p = _write_run(tmp_path / "v.csv", [_rec_full(protocol_version=None)])
     assert store.read_run_file(p)["protocol_version"].isna().all()
