@@ -330,6 +330,10 @@ def test_count_flops_and_throughput(monkeypatch):
     assert flops.mm_throughput() == 2.0 * 1024**3 / 0.5 and calls[-1] == (5, 0.05)
 
 
+def _on_host(x):
+    return x.numpy(force=True) if isinstance(x, torch.Tensor) else np.array(x)
+
+
 @pytest.mark.parametrize(("device", "batch"), [("cpu", 1), ("cpu", 3), ("torch:cpu", 1)])
 def test_apply_cost_builds_and_calls_what_it_reports(monkeypatch, device, batch):
     import inspect
@@ -342,11 +346,11 @@ def test_apply_cost_builds_and_calls_what_it_reports(monkeypatch, device, batch)
             super().__init__(*a, **kw)
 
         def apply(self, r):
-            calls.append(("apply", type(r).__module__.split(".")[0], np.array(r)))
+            calls.append(("apply", type(r).__module__.split(".")[0], _on_host(r)))
             return super().apply(r)
 
         def apply_batch(self, R):
-            calls.append(("batch", type(R).__module__.split(".")[0], np.array(R)))
+            calls.append(("batch", type(R).__module__.split(".")[0], _on_host(R)))
             return super().apply_batch(R)
 
     real_count = flops.count_flops
