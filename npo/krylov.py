@@ -50,7 +50,8 @@ import scipy.sparse as sp
 from scipy.linalg.blas import daxpy
 from scipy.sparse.linalg import LinearOperator
 
-__all__ = ["SYMMETRY_TOL", "SolveResult", "check_symmetric", "fcg", "pcg", "rhs_scale"]
+__all__ = [
+    "SYMMETRY_TOL", "SolveResult", "check_symmetric", "fcg", "pcg", "rhs_scale", "ritz_values"]
 
 #: Relative tolerance of the randomized symmetry check (see the module docstring).
 SYMMETRY_TOL = 1e-8
@@ -74,6 +75,8 @@ class SolveResult:
     true_relres: float
     method: str = "pcg"
     detail: str = ""
+    #: the run's CG coefficients (alphas, betas): the Lanczos tridiagonal of MA (see ritz_values)
+    coefficients: tuple = ((), ())
 
     @property
     def relres(self) -> float:
@@ -355,6 +358,7 @@ def _solve(A, b, M, *, rtol, maxiter, x0, callback, flexible: bool,
             return None, rz
         return z, rz
 
+    alphas, betas = [], []
     if history[0] <= rtol:
         reason = "converged"
     else:
@@ -374,6 +378,7 @@ def _solve(A, b, M, *, rtol, maxiter, x0, callback, flexible: bool,
                 reason, detail = "breakdown", f"p.Ap = {pAp!r} at iteration {it}"
                 break
             alpha = rz / pAp
+            alphas.append(float(alpha))
             ops.axpy(x, p, alpha)  # x += alpha p
             if flexible:
                 ops.assign(r_old, r)
@@ -407,6 +412,7 @@ def _solve(A, b, M, *, rtol, maxiter, x0, callback, flexible: bool,
                 reason, detail = "breakdown", f"r.M(r) = {rz_new!r} at iteration {it}"
                 break
             rz = rz_new
+            betas.append(float(beta))
             ops.scale_add(p, beta, z)  # p = beta p + z
     if reason == "breakdown" and not ops.finite(x):
         x = ops.zeros(b) if x0 is None else x0 * scale
@@ -421,7 +427,39 @@ def _solve(A, b, M, *, rtol, maxiter, x0, callback, flexible: bool,
         true_relres=true_relres,
         method=method,
         detail=detail,
+        coefficients=(tuple(alphas), tuple(betas)),
     )
+
+
+def ritz_values(res: SolveResult) -> np.ndarray:
+    """Ritz values of ``M A`` from a CG run's own coefficients (the Lanczos connection).
+
+    CG's alphas and betas define the Lanczos tridiagonal ``T`` with
+    ``T[k, k] = 1/alpha_k + beta_{k-1}/alpha_{k-1}`` and
+    ``T[k, k+1] = sqrt(beta_k)/alpha_k``; its eigenvalues approximate the
+    spectrum of the preconditioned operator, the extreme ones first, so
+    ``max/min`` estimates kappa(MA). Exact for PCG with a fixed SPD
+    preconditioner; for flexible CG with a nonlinear one it describes the
+    run, not an operator.
+
+    >>> from npo.problems import poisson_2d, grf_rhs
+    >>> A = poisson_2d(16)
+    >>> ritz = ritz_values(pcg(A, grf_rhs(16), rtol=1e-12))
+    >>> lam = np.linalg.eigvalsh(A.toarray())
+    >>> bool(abs(ritz[0] / lam[0] - 1) < 1e-6 and abs(ritz[-1] / lam[-1] - 1) < 1e-6)
+    True
+    """
+    from scipy.linalg import eigvalsh_tridiagonal
+
+    alphas, betas = (np.asarray(c, dtype=float) for c in res.coefficients)
+    k = len(alphas)
+    if k == 0:
+        return np.array([])
+    betas = betas[:k - 1]
+    d = 1.0 / alphas
+    d[1:] += betas / alphas[:-1]
+    e = np.sqrt(np.abs(betas)) / alphas[:-1]
+    return np.sort(eigvalsh_tridiagonal(d, e))
 
 
 def pcg(A, b, M=None, *, rtol: float = 1e-10, maxiter: int | None = None, x0=None, callback=None,

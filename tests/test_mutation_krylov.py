@@ -47,7 +47,7 @@ def _textbook(A, b, M=None, rtol=1e-10, maxiter=1000, flexible=False):
 def test_constants_and_exports():
     assert krylov.SYMMETRY_TOL == 1e-8
     assert krylov.__all__ == ["SYMMETRY_TOL", "SolveResult", "check_symmetric", "fcg", "pcg",
-                              "rhs_scale"]
+                              "rhs_scale", "ritz_values"]
 
 
 def test_solve_result_fields_repr_and_defaults():
