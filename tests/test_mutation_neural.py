@@ -373,9 +373,10 @@ def _saved(tmp_path, mutate):
 
 
 @pytest.mark.parametrize("mutate, tail", [
-    (lambda c: [1], "not an NPO checkpoint (format 'list', expected 'npo-bench/namg')"),
-    (lambda c: c.update(format="x"), "not an NPO checkpoint (format 'x', expected "
-                                     "'npo-bench/namg')"),
+    (lambda c: [1], "not an NPO checkpoint of the right kind (format 'list', expected "
+                    "'npo-bench/namg')"),
+    (lambda c: c.update(format="x"), "not an NPO checkpoint of the right kind (format 'x', "
+                                     "expected 'npo-bench/namg')"),
     (lambda c: c.pop("format_version") and None, "checkpoint format version None is not supported (this "
                                         "code reads version 1)"),
     (lambda c: c.update(config=[1]), "checkpoint has no valid 'config' entry"),

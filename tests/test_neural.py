@@ -234,7 +234,7 @@ def test_cli_bad_field_writes_nothing_and_options_map_to_config(tmp_path, capsys
     from dataclasses import fields
 
     names = {f.name for f in fields(TrainConfig)}
-    cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in names})
+    cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in names and v is not None})
     assert cfg.n == (16, 32) and cfg.uses_coef and cfg.contrast == (1.0, 100.0)
     assert cfg.warmup == 10  # 2.5% of the default 400 epochs
 

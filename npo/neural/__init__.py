@@ -17,7 +17,7 @@ counts FLOPs. The evaluation figures are the ``npo`` suite
 package imports neither the preconditioner adapters nor the protocol.
 
 >>> sorted(shipped_models())
-['poisson', 'poisson32', 'varcoef']
+['mg', 'poisson', 'poisson32', 'varcoef']
 >>> shipped_models()["varcoef"]["train_s"] > 0
 True
 """
@@ -76,7 +76,7 @@ def resolve_checkpoint(name_or_path) -> Path:
     >>> resolve_checkpoint("nope")
     Traceback (most recent call last):
     ...
-    ValueError: no NPO checkpoint 'nope': not a shipped model (expected one of ['poisson', 'poisson32', 'varcoef']) and no such file
+    ValueError: no NPO checkpoint 'nope': not a shipped model (expected one of ['mg', 'poisson', 'poisson32', 'varcoef']) and no such file
     """
     if isinstance(name_or_path, str) and name_or_path and "/" not in name_or_path \
             and not name_or_path.endswith(".pt"):

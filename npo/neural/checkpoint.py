@@ -6,6 +6,10 @@ primitive containers (no custom classes, no numpy arrays)::
 
     {"format": "npo-bench/namg", "format_version": 1,
      "config": {width, num_coarse, heads, ffn_mult, coef_channel},
+
+(the seed's network, :class:`npo.neural.model.NAMG`) or, for the multilevel
+NPO (:class:`npo.neural.mg.MGNPO`), ``"format": "npo-bench/mgnpo"`` with
+``"config": {width, omega, coarsest}``; the rest is the same:
      "state_dict": {name: tensor},
      "metadata": {training config, data seeds, train_s, final losses,
                   versions, device, git commit, command, history}}
@@ -36,6 +40,7 @@ from npo.neural.model import NAMG
 __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
+    "MG_FORMAT",
     "from_checkpoint",
     "load_checkpoint",
     "save_checkpoint",
@@ -43,8 +48,42 @@ __all__ = [
 ]
 
 FORMAT = "npo-bench/namg"
+MG_FORMAT = "npo-bench/mgnpo"
 FORMAT_VERSION = 1
 _CONFIG_KEYS = {"width", "num_coarse", "heads", "ffn_mult", "coef_channel"}
+
+
+def _check_namg_config(config) -> str | None:
+    for key, limit in LIMITS.items():
+        v = config[key]
+        if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= limit:
+            return f"model config {key} = {v!r} is outside [1, {limit}]"
+    if not isinstance(config["coef_channel"], bool):
+        return "model config coef_channel must be true or false"
+    return None
+
+
+def _check_mg_config(config) -> str | None:
+    w, c, om = config["width"], config["coarsest"], config["omega"]
+    for key, v, lo, hi in (("width", w, 1, 512), ("coarsest", c, 2, 64)):
+        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+            return f"model config {key} = {v!r} is outside [{lo}, {hi}]"
+    if isinstance(om, bool) or not isinstance(om, int | float) or not 0 < om < 2:
+        return f"model config omega = {om!r} is outside (0, 2)"
+    return None
+
+
+def _mg_model(**config):
+    from npo.neural.mg import MGNPO
+
+    return MGNPO(**config)
+
+
+#: format -> (config keys, config check, model constructor)
+_FORMATS = {
+    FORMAT: (_CONFIG_KEYS, _check_namg_config, lambda **c: NAMG(**c)),
+    MG_FORMAT: ({"width", "omega", "coarsest"}, _check_mg_config, _mg_model),
+}
 
 
 def _plain(obj):
@@ -93,8 +132,9 @@ def save_checkpoint(model: NAMG, path, metadata: dict | None = None, *, sidecar:
         raise ValueError(f"checkpoint metadata is not JSON-compatible: {e}") from None
     _check_json(metadata)
     state = {k: v.detach().to("cpu").clone().contiguous() for k, v in model.state_dict().items()}
+    fmt = getattr(model, "checkpoint_format", FORMAT)
     ckpt = {
-        "format": FORMAT,
+        "format": fmt,
         "format_version": FORMAT_VERSION,
         "config": dict(model.config),
         "state_dict": state,
@@ -105,7 +145,7 @@ def save_checkpoint(model: NAMG, path, metadata: dict | None = None, *, sidecar:
     if sidecar:
         side = {
             "name": path.stem,
-            "format": FORMAT,
+            "format": fmt,
             "format_version": FORMAT_VERSION,
             "config": dict(model.config),
             "params": int(sum(v.numel() for v in state.values())),
@@ -125,10 +165,11 @@ def _unpickler_reason(msg: str) -> str:
     return flat.strip()
 
 
-def load_checkpoint(path_or_name, map_location="cpu") -> dict:
+def load_checkpoint(path_or_name, map_location="cpu", expect: str | None = None) -> dict:
     """Read and validate a checkpoint; return its dict (see the module docstring).
 
-    ``path_or_name`` is a file path or the name of a shipped model.
+    ``path_or_name`` is a file path or the name of a shipped model; ``expect``
+    a format the caller needs (default: the seed's network; None accepts any).
     """
     path = resolve_checkpoint(path_or_name)
     where = str(path)
@@ -150,9 +191,11 @@ def load_checkpoint(path_or_name, map_location="cpu") -> dict:
             f"{where}: not a readable NPO checkpoint (corrupt or truncated file: "
             f"{type(e).__name__}: {' '.join(str(e).split())})"
         ) from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        got = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise ValueError(f"{where}: not an NPO checkpoint (format {got!r}, expected {FORMAT!r})")
+    got = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
+    wanted = [expect] if expect is not None else list(_FORMATS)
+    if not isinstance(ckpt, dict) or got not in wanted:
+        raise ValueError(f"{where}: not an NPO checkpoint of the right kind (format {got!r}, "
+                         f"expected {' or '.join(map(repr, wanted))})")
     version = ckpt.get("format_version")
     if version != FORMAT_VERSION:
         raise ValueError(
@@ -163,31 +206,31 @@ def load_checkpoint(path_or_name, map_location="cpu") -> dict:
         if not isinstance(ckpt.get(key), typ):
             raise ValueError(f"{where}: checkpoint has no valid {key!r} entry")
     config = ckpt["config"]
-    if set(config) != _CONFIG_KEYS:
+    keys, check, _ = _FORMATS[got]
+    if set(config) != keys:
         raise ValueError(
             f"{where}: model config keys {sorted(config)} do not match the expected "
-            f"{sorted(_CONFIG_KEYS)}"
+            f"{sorted(keys)}"
         )
     # bound the sizes before anything is allocated from them
-    for key, limit in LIMITS.items():
-        v = config[key]
-        if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= limit:
-            raise ValueError(f"{where}: model config {key} = {v!r} is outside [1, {limit}]")
-    if not isinstance(config["coef_channel"], bool):
-        raise ValueError(f"{where}: model config coef_channel must be true or false")
+    bad = check(config)
+    if bad:
+        raise ValueError(f"{where}: {bad}")
     return ckpt
 
 
-def from_checkpoint(path_or_name, map_location="cpu") -> tuple[NAMG, dict]:
+def from_checkpoint(path_or_name, map_location="cpu", expect: str | None = FORMAT):
     """Rebuild the model of a checkpoint; returns ``(model in eval mode, metadata)``.
 
-    Raises ValueError when the state_dict does not match the stored config
-    (missing or unexpected keys, wrong shapes) or holds non-finite values.
+    ``expect`` is the format the caller needs (default: the seed's NAMG;
+    :data:`MG_FORMAT` for the multilevel NPO; None: either). Raises ValueError
+    when the state_dict does not match the stored config (missing or
+    unexpected keys, wrong shapes) or holds non-finite values.
     """
-    ckpt = load_checkpoint(path_or_name, map_location=map_location)
+    ckpt = load_checkpoint(path_or_name, map_location=map_location, expect=expect)
     where = str(resolve_checkpoint(path_or_name))
     try:
-        model = NAMG(**ckpt["config"])
+        model = _FORMATS[ckpt["format"]][2](**ckpt["config"])
     except (TypeError, ValueError) as e:
         raise ValueError(f"{where}: invalid model config {ckpt['config']}: {e}") from None
     expected = model.state_dict()
