@@ -241,6 +241,7 @@ _BUILTIN_PROVIDERS = (
     "npo.precond.amg:METHODS",
     "npo.precond.nystrom:METHODS",
     "npo.precond.neural:METHODS",
+    "npo.precond.multigrid:METHODS",
     "npo.precond.petsc:METHODS",
 )
 

@@ -226,7 +226,7 @@ def test_cases_lists_skips_and_json(capsys):
     data = json.loads(capsys.readouterr().out)
     # the example plugin and PETSc's methods, where installed, add their own cases
     builtin = [c for c in data["cases"] if c["method"] != "ssor" and "petsc" not in c["method"]]
-    assert len(builtin) == 40 and data["cases"][0]["case"] == "n32-constant-cg"
+    assert len(builtin) == 48 and data["cases"][0]["case"] == "n32-constant-cg"
 
 
 def test_unsafe_machine_name_is_refused_before_any_work(monkeypatch, capsys):

@@ -153,7 +153,7 @@ def test_one_device_per_table_and_skips_with_reasons(capsys):
     assert main(["cases", "--suite", "quick", "--device", "torch:cpu", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     run = {c["case"].rsplit("-", 1)[1] for c in data["cases"]}
-    assert run == {"cg", "jacobi", "amg_sa", "amg_rs", "npo", "npo_pcg"}
+    assert run == {"cg", "jacobi", "amg_sa", "amg_rs", "gmg", "npo_mg", "npo", "npo_pcg"}
     reasons = {s["case"]: s["reason"] for s in data["skipped"]}
     assert "no torch:cpu implementation" in reasons["n32-constant-ilu0"]
     if not torch.cuda.is_available():

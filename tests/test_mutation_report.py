@@ -1068,7 +1068,7 @@ def figs(monkeypatch):
 def test_styles():
     assert plots.style("cg") == {"color": "#000000", "marker": "o"}
     assert plots.style("petsc_none") == {"color": "#525252", "marker": "x"}
-    assert len(plots.METHOD_STYLES) == 16 and len(set(plots.METHOD_STYLES.values())) == 16
+    assert len(plots.METHOD_STYLES) == 19 and len(set(plots.METHOD_STYLES.values())) == 19
     h = int(hashlib.sha256(b"ssor").hexdigest(), 16)
     assert plots.style("ssor") == {"color": plots._EXTRA_COLOURS[h % 10],
                                    "marker": plots._EXTRA_MARKERS[(h // 10) % 10]}

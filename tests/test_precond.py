@@ -21,6 +21,8 @@ PRECONDITIONERS = [
     ("amg_rs", "amg", {"solver": "rs"}, pcg),
     ("nystrom", "nystrom", {"rank": 32}, pcg),
     ("npo", "npo", {"checkpoint": "poisson"}, fcg),
+    ("gmg", "gmg", {}, pcg),
+    ("npo_mg", "npo_mg", {}, pcg),
 ]
 IDS = [p[0] for p in PRECONDITIONERS]
 N = 32

@@ -101,7 +101,7 @@ def get(name: str, **options) -> Preconditioner:
 def _load_builtin() -> None:
     # import for the side effect of registration (the registry's own import
     # cycle); the neural module imports torch lazily, inside setup()
-    from npo.precond import amg, basic, ilu, neural, nystrom, petsc  # noqa: F401
+    from npo.precond import amg, basic, ilu, multigrid, neural, nystrom, petsc  # noqa: F401
 
 
 def _array_nbytes(*objs) -> int:
