@@ -269,31 +269,103 @@ def cmd_gate(args) -> int:
     return gate.run_gate(args)
 
 
+#: options of ``train`` that only one architecture takes
+_NAMG_ONLY = ("num_rhs", "rhs_seed", "record_iters", "epochs", "warmup", "num_coarse", "heads",
+              "ffn_mult", "coef_channel", "precision", "init")
+_MG_ONLY = ("steps", "num_vectors")
+
+
 def cmd_train(args) -> int:
     from dataclasses import fields
 
     from npo.fileio import check_output_dir
-    from npo.neural.config import TrainConfig
 
-    names = {f.name for f in fields(TrainConfig)}
-    cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in names})
+    given = {k: v for k, v in vars(args).items() if v is not None}
+    wrong = _MG_ONLY if args.arch == "namg" else _NAMG_ONLY
+    bad = [k for k in wrong if k in given]
+    if bad:
+        other = "mg" if args.arch == "namg" else "namg"
+        raise CLIError(f"--{bad[0].replace('_', '-')} applies to --arch {other} only")
+    if args.arch == "mg":
+        try:
+            from npo.neural.mg_train import MGTrainConfig
+        except ImportError:
+            raise CLIError("torch is not installed: install npo-bench[neural]") from None
+        config_cls = MGTrainConfig
+    else:
+        from npo.neural.config import TrainConfig
+
+        config_cls = TrainConfig
+    names = {f.name for f in fields(config_cls)}
+    cfg = config_cls(**{k: v for k, v in given.items() if k in names})
     if not str(cfg.out).endswith(".pt"):
         raise CLIError(f"--out must name a .pt file, got {cfg.out!r}")
     check_output_dir(Path(cfg.out).resolve().parent, 2 * 2**20)
+    if cfg.device != "cpu":
+        from npo.devices import torch_device
+
+        torch_device(cfg.device)
+    if args.arch == "mg":
+        from npo.neural.mg_train import train_mg
+
+        cfg.validate()
+        _, m = train_mg(cfg)
+        print(f"wrote {cfg.out} ({m['params']} params, n={m['n']}, fields={m['fields']}): "
+              f"train_s={m['train_s']:.1f}, final loss {m['final_loss']['total']:.4f}")
+        return EXIT_OK
     from npo.neural.train import estimate_bytes, train
 
     need, avail = estimate_bytes(cfg), _mem_available()
     if avail is not None and need > avail:
         raise CLIError(f"this training run needs about {need / 2**30:.1f} GiB; "
                        f"{avail / 2**30:.1f} GiB is available")
-    if cfg.device != "cpu":
-        from npo.devices import torch_device
-
-        torch_device(cfg.device)
     res = train(cfg)
     m = res.metadata
     print(f"wrote {res.path} ({m['params']} params, n={m['n']}, fields={m['fields']}): "
           f"train_s={m['train_s']:.1f}, final loss {m['final_loss']['total']:.4f}")
+    return EXIT_OK
+
+
+def cmd_diagnose(args) -> int:
+    from dataclasses import replace
+
+    from npo import diagnose
+    from npo.cases import get_case
+    from npo.methods import get_method
+    from npo.schema import case_id
+
+    if args.maxiter is not None and args.maxiter < 1:
+        raise CLIError("--maxiter must be >= 1")
+    cases = []
+    for label in args.methods:
+        if ":" in label:
+            raise CLIError(f"diagnose takes registered method labels, not {label!r}")
+        spec = get_method(label)
+        if args.maxiter is not None:  # a capped diagnostic run may exceed the size limits
+            spec = spec.variant(label, max_n=None, max_N=None, maxiter=args.maxiter)
+        for n in args.n:
+            for fld in args.field:
+                case = replace(get_case(case_id(args.problem, n, fld, "cg")), method=spec)
+                why = case.skip_reason
+                if why:
+                    raise CLIError(f"{case.id}: {why}")
+                cases.append(case)
+    if not args.no_write:
+        from npo.fileio import check_output_dir
+
+        check_output_dir(Path(args.out), 2**20)
+    diags = []
+    for case in cases:
+        diags.append(diagnose.diagnose(case))
+        print(f"{case.id}: {diags[-1].iterations} iterations, kappa(MA) ~ {diags[-1].kappa:.3g}",
+              file=sys.stderr)
+    if args.json:
+        print(json.dumps([{**d.row(), "modes": d.modes} for d in diags], indent=1))
+    else:
+        print(diagnose.table(diags))
+    if not args.no_write:
+        for path in diagnose.write_report(diags, args.out, args.stem):
+            print(f"wrote {path}", file=sys.stderr)
     return EXIT_OK
 
 
@@ -312,54 +384,81 @@ def _add_progress(p) -> None:
 
 
 def _add_train_parser(sub) -> None:
-    from npo.neural.config import TrainConfig
     from npo.problems import FIELDS
 
-    d = TrainConfig.__dataclass_fields__
     p = sub.add_parser(
-        "train", help="train an NPO model and write a checkpoint + JSON sidecar",
-        description="Train the Neural Preconditioning Operator (report 06, section 4) and write "
-                    "a checkpoint with a JSON sidecar. Needs npo-bench[neural] (torch).")
-    p.add_argument("--n", type=int, nargs="+", default=list(d["n"].default),
-                   help="grid size(s); several give multi-resolution training (default 32)")
-    p.add_argument("--field", dest="fields", nargs="+", default=list(d["fields"].default),
-                   help=f"coefficient field famil(ies), from {sorted(FIELDS)} (default constant)")
-    p.add_argument("--contrast", type=float, nargs=2, default=list(d["contrast"].default),
-                   metavar=("LO", "HI"), help="log-uniform contrast range of non-constant fields")
-    p.add_argument("--num-coef", type=int, default=d["num_coef"].default,
-                   help="random coefficient matrices per non-constant field and grid size")
-    p.add_argument("--coef-seed", type=int, default=d["coef_seed"].default,
-                   help="first coefficient-field seed (default 1000; benchmarks use 0)")
-    p.add_argument("--num-rhs", type=int, nargs="+", default=list(d["num_rhs"].default),
-                   help="GRF right-hand sides per matrix (one value, or one per --n)")
-    p.add_argument("--rhs-seed", type=int, default=d["rhs_seed"].default, help="first GRF seed")
-    p.add_argument("--record-iters", type=int, nargs="+", default=list(d["record_iters"].default),
-                   help="plain-CG iterations whose residuals become samples")
-    p.add_argument("--epochs", type=int, default=d["epochs"].default, help="epochs (400)")
-    p.add_argument("--batch-size", type=int, default=d["batch_size"].default, help="batch (32)")
-    p.add_argument("--lr", type=float, default=d["lr"].default, help="peak learning rate")
-    p.add_argument("--lr-min", type=float, default=d["lr_min"].default, help="final learning rate")
-    p.add_argument("--warmup", type=int, default=None,
-                   help="warm-up epochs (default: 2.5%% of --epochs)")
-    p.add_argument("--seed", type=int, default=d["seed"].default, help="torch/numpy seed")
-    p.add_argument("--width", type=int, default=d["width"].default, help="channels (32)")
-    p.add_argument("--num-coarse", type=int, default=d["num_coarse"].default,
-                   help="learned coarse queries (64)")
-    p.add_argument("--heads", type=int, default=d["heads"].default, help="attention heads (4)")
-    p.add_argument("--ffn-mult", type=int, default=d["ffn_mult"].default,
-                   help="FFN hidden width / width (4)")
-    p.add_argument("--coef-channel", action=argparse.BooleanOptionalAction, default=None,
-                   help="log-coefficient input channel (default: on iff a non-constant field)")
-    p.add_argument("--threads", type=int, default=d["threads"].default, help="torch/BLAS threads")
-    p.add_argument("--device", default=d["device"].default, help="cpu or cuda[:k]")
-    p.add_argument("--precision", default=d["precision"].default,
-                   help="fp32 (default) or bf16 (autocast GEMMs/convolutions while training)")
-    p.add_argument("--init", default=None,
-                   help="start from this checkpoint's weights (shipped name or .pt path)")
+        "train", help="train an NPO model (the seed's network or the multilevel NPO)",
+        description="Train the Neural Preconditioning Operator and write a checkpoint with a "
+                    "JSON sidecar: --arch namg (default) is the seed's network (report 06, "
+                    "section 4), --arch mg the multilevel NPO (npo_mg). Needs "
+                    "npo-bench[neural] (torch). Defaults are given as namg / mg.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--arch", choices=("namg", "mg"), default="namg",
+                   help="namg: the seed's attention network (npo); mg: the multilevel NPO")
+    p.add_argument("--n", type=int, nargs="+",
+                   help="grid size(s); several train on several resolutions (32 / 32 64)")
+    p.add_argument("--field", dest="fields", nargs="+",
+                   help=f"coefficient field famil(ies), from {sorted(FIELDS)} (constant / "
+                        "constant jump lognormal binary)")
+    p.add_argument("--contrast", type=float, nargs=2, metavar=("LO", "HI"),
+                   help="log-uniform contrast range of non-constant fields (1 1 / 1 10000)")
+    p.add_argument("--num-coef", type=int,
+                   help="random coefficient matrices per non-constant field and grid size (1 / 16)")
+    p.add_argument("--coef-seed", type=int,
+                   help="first coefficient-field seed (1000; benchmarks use 0)")
+    p.add_argument("--num-rhs", type=int, nargs="+",
+                   help="namg: GRF right-hand sides per matrix, one value or one per --n (40)")
+    p.add_argument("--rhs-seed", type=int, help="namg: first GRF seed (100)")
+    p.add_argument("--record-iters", type=int, nargs="+",
+                   help="namg: plain-CG iterations whose residuals become samples "
+                        "(1 2 4 8 16 32 64)")
+    p.add_argument("--epochs", type=int, help="namg: epochs (400)")
+    p.add_argument("--steps", type=int, help="mg: optimiser steps (1500)")
+    p.add_argument("--num-vectors", type=int,
+                   help="mg: fresh and persistent error samples per matrix and step (12)")
+    p.add_argument("--batch-size", type=int, help="samples (32) / matrices (4) per step")
+    p.add_argument("--lr", type=float, help="peak learning rate (0.002 / 0.003)")
+    p.add_argument("--lr-min", type=float, help="final learning rate (5e-05 / 0.0001)")
+    p.add_argument("--warmup", type=int, help="namg: warm-up epochs (2.5%% of --epochs)")
+    p.add_argument("--seed", type=int, help="torch/numpy seed (0)")
+    p.add_argument("--width", type=int, help="channels (32) / hidden width of the MLPs (16)")
+    p.add_argument("--num-coarse", type=int, help="namg: learned coarse queries (64)")
+    p.add_argument("--heads", type=int, help="namg: attention heads (4)")
+    p.add_argument("--ffn-mult", type=int, help="namg: FFN hidden width / width (4)")
+    p.add_argument("--coef-channel", action=argparse.BooleanOptionalAction,
+                   help="namg: log-coefficient input channel (on iff a non-constant field)")
+    p.add_argument("--threads", type=int, help="torch/BLAS threads (1 / 2)")
+    p.add_argument("--device", help="cpu or cuda[:k] (cpu)")
+    p.add_argument("--precision",
+                   help="namg: fp32, or bf16 (autocast GEMMs/convolutions while training) (fp32)")
+    p.add_argument("--init",
+                   help="namg: start from this checkpoint's weights (shipped name or .pt path)")
     p.add_argument("--out", required=True,
                    help="checkpoint path (.pt); a .json sidecar is written next to it")
     _add_progress(p)
     p.set_defaults(func=cmd_train)
+
+
+def _add_diagnose_parser(sub) -> None:
+    d = sub.add_parser(
+        "diagnose", help="spectrum diagnostics of preconditioners on a case",
+        description="Extreme Ritz values and kappa(MA) from the Lanczos coefficients of the "
+                    "method's own Krylov run, the per-mode gain on sine modes, and how "
+                    "nonlinear and how unsymmetric the preconditioner is. Writes "
+                    "<out>/<stem>.md and a plot of the gains.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    d.add_argument("methods", nargs="+", metavar="METHOD", help="method labels")
+    d.add_argument("--n", type=int, nargs="+", default=[128], help="grid sizes")
+    d.add_argument("--field", nargs="+", default=["constant"], help="fields")
+    d.add_argument("--problem", default="diffusion_2d", help="problem kind")
+    d.add_argument("--maxiter", type=int, default=None,
+                   help="cap the diagnostic run's iterations (then the method's size limits do "
+                        "not apply; the Ritz values describe the partial run)")
+    d.add_argument("--out", default="reports", help="output directory")
+    d.add_argument("--stem", default="diagnostics", help="file name stem of the report")
+    d.add_argument("--no-write", action="store_true", help="print only, write nothing")
+    d.add_argument("--json", action="store_true", help="print the rows as JSON")
+    d.set_defaults(func=cmd_diagnose)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -441,6 +540,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.set_defaults(func=cmd_gate)
 
     _add_train_parser(sub)
+    _add_diagnose_parser(sub)
 
     pub = sub.add_parser(
         "publish", help="asv publish, with its HTML made to work offline",
