@@ -391,8 +391,7 @@ def _add_train_parser(sub) -> None:
         description="Train the Neural Preconditioning Operator and write a checkpoint with a "
                     "JSON sidecar: --arch namg (default) is the seed's network (report 06, "
                     "section 4), --arch mg the multilevel NPO (npo_mg). Needs "
-                    "npo-bench[neural] (torch). Defaults are given as namg / mg.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                    "npo-bench[neural] (torch). Defaults are given as namg / mg.")
     p.add_argument("--arch", choices=("namg", "mg"), default="namg",
                    help="namg: the seed's attention network (npo); mg: the multilevel NPO")
     p.add_argument("--n", type=int, nargs="+",
