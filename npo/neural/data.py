@@ -39,6 +39,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.linalg import splu
 
+from npo.gridmg import grid_side
 from npo.krylov import pcg, rhs_scale
 from npo.problems import FIELDS, coefficient, diffusion_2d, grf_rhs, poisson_2d
 
@@ -67,13 +68,7 @@ def grid_size(A) -> int:
     ...
     ValueError: matrix of size N = 10 is not an n x n grid operator (N is not a perfect square)
     """
-    N = A.shape[0]
-    n = int(round(np.sqrt(N)))
-    if n * n != N or A.shape != (N, N):
-        raise ValueError(
-            f"matrix of size N = {N} is not an n x n grid operator (N is not a perfect square)"
-        )
-    return n
+    return grid_side(A)
 
 
 def log_coefficient(A) -> np.ndarray:
