@@ -164,7 +164,10 @@ def _signals_held():
     """Defer SIGINT/SIGTERM until the block is done (a commit must complete).
 
     In the main thread the Python handlers are swapped for ones that only
-    remember the signal, which is then re-raised as KeyboardInterrupt; a
+    remember the signal; afterwards the previous dispositions are restored
+    exactly and the held signals are raised again, so they reach exactly what
+    was there before (the CLI's KeyboardInterrupt, or the default action). A
+    signal that was ignored (nohup, a background job) is left ignored. A
     thread mask alone would not do, since the kernel may deliver a
     process-directed signal to any of the BLAS or torch threads.
     """
@@ -179,15 +182,20 @@ def _signals_held():
             signal.pthread_sigmask(signal.SIG_SETMASK, old)
         return
     caught = []
-    previous = {s: signal.signal(s, lambda signum, frame: caught.append(signum))
-                for s in (signal.SIGINT, signal.SIGTERM)}
+    # a signal the process ignores (nohup, a shell's background job) stays ignored: it is
+    # neither caught here nor raised afterwards
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    held = [s for s, h in previous.items() if h is not signal.SIG_IGN and h is not None]
+    for s in held:
+        signal.signal(s, lambda signum, frame: caught.append(signum))
     try:
         yield
     finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
-    if caught:
-        raise KeyboardInterrupt
+        for s in held:
+            signal.signal(s, previous[s])
+    # deliver what was held to exactly the disposition that was there before
+    for s in dict.fromkeys(caught):
+        signal.raise_signal(s)
 
 
 def _roll_forward(root: Path, entries: list) -> list[Path]:

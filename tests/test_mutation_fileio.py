@@ -139,16 +139,39 @@ def test_locked_creates_the_lock(tmp_path):
 
 
 def test_signals_held_defers_then_raises():
-    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
-    done = []
-    with pytest.raises(KeyboardInterrupt):
+    def interrupt(signum, frame):  # what the CLI installs for SIGTERM
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+        done = []
+        with pytest.raises(KeyboardInterrupt):
+            with fileio._signals_held():
+                os.kill(os.getpid(), signal.SIGTERM)
+                done.append("after the signal")
+        assert done == ["after the signal"]
+        assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
         with fileio._signals_held():
-            os.kill(os.getpid(), signal.SIGTERM)
-            done.append("after the signal")
-    assert done == ["after the signal"]
-    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
-    with fileio._signals_held():
-        pass  # no signal: no exception
+            pass  # no signal: no exception
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def test_signals_held_leaves_an_ignored_sigint_ignored():
+    # under nohup or in a shell's background job SIGINT is ignored from the start: a SIGINT
+    # during a commit must not raise afterwards, and the disposition stays SIG_IGN
+    code = ("import os, signal\n"
+            "from npo import fileio\n"
+            "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+            "with fileio._signals_held():\n"
+            "    os.kill(os.getpid(), signal.SIGINT)\n"
+            "assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN\n"
+            "print('still running')\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "still running\n"
 
 
 def test_signals_held_in_a_thread_masks():

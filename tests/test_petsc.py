@@ -346,8 +346,8 @@ def test_suite_and_skips_without_petsc(registered, monkeypatch):
     suite = cases.load_suite(SUITE)
     assert set(suite.sizes) == {256, 512, 1024}
     assert set(suite.fields) == {"constant", "jump1e2", "lognormal1e4", "binary1e4"}
-    assert set(suite.methods) == {"cg", "ilu_sym", "amg_sa", "amg_rs", "petsc_hypre",
-                                  "petsc_gamg", "petsc_icc", "petsc_none"}
+    assert set(suite.methods) == {"cg", "ilu_sym", "amg_sa", "amg_rs", "gmg", "npo_mg",
+                                  "petsc_hypre", "petsc_gamg", "petsc_icc", "petsc_none"}
     ids = [c.id for c in suite.all()]
     assert len(ids) == len(set(ids))  # no case twice
     reasons = {c.id: why for c, why in cases.skipped(suite)}
