@@ -108,7 +108,9 @@ class Case:
 
     @property
     def skip_reason(self) -> str | None:
-        return self.method.skip_reason(self)
+        """Why this case is not run: the matrix is not SPD (the same reason for every method),
+        or the method's descriptor says so; None when it runs."""
+        return self.kind.spd_reason(self.n, self.field) or self.method.skip_reason(self)
 
     @property
     def precond_options(self) -> dict:

@@ -104,7 +104,10 @@ class ProblemKind:
     ``describe(n, field)`` returns at least ``N`` and ``dim`` (and ``grid``,
     ``stencil``, ``near_nullspace`` where they apply) without building.
     ``sized`` is False for fixed matrices (examples, files): their size
-    parameter is N itself.
+    parameter is N itself. ``check_spd`` is True for matrices that nothing
+    guarantees to be positive definite (files, PyAMG's examples, plugins):
+    their extreme eigenvalues are estimated before any method runs, and an
+    indefinite or singular one is skipped for every method (:meth:`spd_reason`).
     """
 
     name: str
@@ -113,6 +116,18 @@ class ProblemKind:
     fields: dict = field(default_factory=dict, hash=False, compare=False)
     sized: bool = True
     description: str = ""
+    check_spd: bool = True
+
+    def spectrum(self, n: int, fld: Field):
+        """The :class:`npo.krylov.Spectrum` estimate of the matrix, or None (our generators)."""
+        return _spectrum(self, n, fld) if self.check_spd else None
+
+    def spd_reason(self, n: int, fld: Field) -> str | None:
+        """Why the matrix cannot be benchmarked (not positive definite), or None."""
+        s = self.spectrum(n, fld)
+        if s is None or s.positive_definite:
+            return None
+        return f"not positive definite ({s.describe()})"
 
     def field(self, label: str) -> Field:
         if label not in self.fields:
@@ -123,6 +138,13 @@ class ProblemKind:
     def make_field(self, label: str, spec: dict) -> Field:
         """A user-defined field of this kind from a suite file's table."""
         return _FIELD_MAKERS.get(self.name, _generic_field)(label, dict(spec))
+
+
+@cache
+def _spectrum(kind: ProblemKind, n: int, fld: Field):
+    from npo.krylov import spectrum_estimate
+
+    return spectrum_estimate(kind.build(n, fld, 0).A)
 
 
 # --- diffusion_2d -------------------------------------------------------------------------
@@ -356,22 +378,27 @@ _FIELD_MAKERS = {
 
 BUILTIN_KINDS = (
     ProblemKind(DEFAULT_PROBLEM, _diffusion_build, _diffusion_describe, _DIFFUSION_FIELDS,
+                check_spd=False,
                 description="-div(a grad u), 5-point finite volumes, coefficient fields"),
     ProblemKind("poisson_3d", _poisson3d_build, _poisson3d_describe,
                 {"constant": Field("constant", "constant")},
+                check_spd=False,
                 description="3-D Poisson, 7-point (pyamg.gallery.poisson)"),
     ProblemKind("aniso_2d", _aniso_build, _aniso_describe,
                 {"eps0.001_pi6": Field("eps0.001_pi6", "aniso", 1e3, 0,
                                        (("epsilon", 1e-3), ("theta", math.pi / 6)))},
+                check_spd=False,
                 description="rotated anisotropic diffusion, FD 9-point "
                             "(pyamg diffusion_stencil_2d + stencil_grid)"),
     ProblemKind("elasticity_2d", _elasticity_build, _elasticity_describe,
                 {"default": Field("default", "elasticity", 1.0, 0, (("E", 1e5), ("nu", 0.3)))},
+                check_spd=False,
                 description="2-D linear elasticity, Q1 (pyamg linear_elasticity), "
                             "rigid body modes as near-null-space"),
     ProblemKind("pyamg", _example_build, _example_describe,
                 {name: Field(name, name) for name in problems.PYAMG_EXAMPLES}, sized=False,
-                description="PyAMG's shipped SPD matrices (pyamg.gallery.load_example)"),
+                description="PyAMG's shipped matrices (pyamg.gallery.load_example); "
+                            "unit_square is singular and is skipped"),
     ProblemKind("mtx", _mtx_build, _mtx_describe, {}, sized=False,
                 description="a MatrixMarket file (--matrix, or a suite's [fields.*] path)"),
 )

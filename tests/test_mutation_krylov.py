@@ -46,8 +46,10 @@ def _textbook(A, b, M=None, rtol=1e-10, maxiter=1000, flexible=False):
 
 def test_constants_and_exports():
     assert krylov.SYMMETRY_TOL == 1e-8
-    assert krylov.__all__ == ["SYMMETRY_TOL", "SolveResult", "check_symmetric", "fcg", "pcg",
-                              "rhs_scale", "ritz_values"]
+    assert krylov.SPD_RTOL == 1e-10
+    assert krylov.__all__ == ["SPD_RTOL", "SYMMETRY_TOL", "SolveResult", "Spectrum",
+                              "check_symmetric", "fcg", "pcg", "rhs_scale", "ritz_values",
+                              "spectrum_estimate"]
 
 
 def test_solve_result_fields_repr_and_defaults():
