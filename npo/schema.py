@@ -31,6 +31,8 @@ CaseKey(problem='poisson_3d', n=16, field='constant', method='amg_sa', ranks=1)
 
 from __future__ import annotations
 
+import json
+import math
 import re
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -42,11 +44,15 @@ __all__ = [
     "PROTOCOL_VERSION",
     "RECORD_COLUMNS",
     "REQUIRED_COLUMNS",
+    "SAMPLE_COLUMNS",
     "CaseKey",
     "Metric",
     "case_id",
     "check_label",
+    "decode_samples",
     "direction",
+    "encode_samples",
+    "harness_outcome",
     "parse_case_id",
 ]
 
@@ -66,6 +72,8 @@ RECORD_COLUMNS = [
     # the case
     "case", "problem", "field", "contrast", "n", "N", "nnz", "method", "precond", "krylov",
     "rtol", "maxiter", "rhs",
+    # the matrix's spectrum, estimated where the problem kind does not guarantee SPD (NaN else)
+    "lambda_min", "lambda_max", "cond_est",
     # the outcome
     "iterations", "converged", "reason", "relres", "true_relres", "relerr",
     # cost (medians of repeats) and its spread
@@ -76,6 +84,9 @@ RECORD_COLUMNS = [
     # the method
     "train_s", "nbytes", "setup_peak_bytes", "info",
 ]  # fmt: skip
+
+#: The raw timing samples of a record (JSON lists in text files; :func:`decode_samples`).
+SAMPLE_COLUMNS = ["setup_samples", "solve_samples", "apply_samples"]
 
 #: Columns a stored run must have for a row to mean anything.
 REQUIRED_COLUMNS = [
@@ -98,7 +109,7 @@ DTYPES: dict[str, str] = {
         "contrast", "rtol", "relres", "true_relres", "relerr", "setup_s", "apply_s", "solve_s",
         "total_s", "spmv_s", "apply_per_spmv", "setup_per_spmv", "iter_s", "iter_per_spmv",
         "elapsed_s", "setup_s_lo", "setup_s_hi", "apply_s_lo", "apply_s_hi", "solve_s_lo",
-        "solve_s_hi", "train_s")},
+        "solve_s_hi", "train_s", "lambda_min", "lambda_max", "cond_est")},
 }  # fmt: skip
 
 assert set(DTYPES) == set(RECORD_COLUMNS), sorted(set(DTYPES) ^ set(RECORD_COLUMNS))
@@ -155,6 +166,33 @@ METRICS: dict[str, Metric] = {
 def direction(metric: str) -> str:
     """``"lower"`` or ``"higher"``: which way ``metric`` is better (KeyError if unknown)."""
     return METRICS[metric].better
+
+
+def encode_samples(xs) -> str:
+    """Samples in seconds as the JSON text a record stores (6 significant digits)."""
+    return json.dumps([float(f"{float(x):.6g}") for x in xs])
+
+
+def decode_samples(v) -> list[float]:
+    """A record's samples column as floats: [] when empty, missing or unreadable."""
+    if v is None or type(v).__name__ == "NAType" or (isinstance(v, float) and math.isnan(v)):
+        return []
+    if isinstance(v, list | tuple):
+        return [float(x) for x in v]
+    try:
+        return [float(x) for x in json.loads(str(v))]
+    except (TypeError, ValueError):
+        return []
+
+
+#: What the harness records as a case's reason when it measured nothing: the case ran out of
+#: its memory budget, out of its time budget, or raised. Such a row has no timings.
+HARNESS_OUTCOMES = ("out of memory", "timed out", "error", "killed")
+
+
+def harness_outcome(reason) -> bool:
+    """True when ``reason`` says the harness, not the solver, ended the case."""
+    return isinstance(reason, str) and reason.startswith(HARNESS_OUTCOMES)
 
 
 _LABEL = re.compile(r"^[A-Za-z0-9_.+]+$")

@@ -224,6 +224,7 @@ def test_footnotes_exactly():
     df.loc[2, "versions"] = "not json"
     df.loc[3, "versions"] = '{"scipy": "1.14"}'
     notes = honesty.footnotes(df)
+    rank_note = notes.pop() if "ranks" in df and (df["ranks"] > 1).any() else None
     assert notes == [
         "machine: m1 (c1, 2 cores); device: cpu; threads (BLAS/OpenMP/torch): 1; BLAS: ob",
         "commit: abc (2024-01-01); measured 2024-01-02T00:00 to 2024-01-03T00:00",
@@ -240,6 +241,8 @@ def test_footnotes_exactly():
         "is used and the verdict says so. A converged method without a total time reads 'no "
         "wall-clock time'.",
     ]
+    if rank_note is not None:  # P-rank rows are compared with CG on one rank: said so
+        assert "against cg on 1 rank" in rank_note
     bare = honesty.footnotes(pd.DataFrame({"method": ["cg"]}))
     assert bare[0] == ("machine: unknown (unknown, unknown cores); device: unknown; threads "
                        "(BLAS/OpenMP/torch): unknown; BLAS: unknown")

@@ -27,6 +27,7 @@ def test_record_columns_in_order():
         "source", "suite", "filter", "timestamp", "threads", "ranks", "versions",
         "case", "problem", "field", "contrast", "n", "N", "nnz", "method", "precond", "krylov",
         "rtol", "maxiter", "rhs",
+        "lambda_min", "lambda_max", "cond_est",
         "iterations", "converged", "reason", "relres", "true_relres", "relerr",
         "setup_s", "apply_s", "solve_s", "total_s", "spmv_s", "apply_per_spmv", "setup_per_spmv",
         "iter_s", "iter_per_spmv", "elapsed_s",
@@ -56,7 +57,8 @@ def test_declared_dtypes():
         "float64": {"contrast", "rtol", "relres", "true_relres", "relerr", "setup_s", "apply_s",
                     "solve_s", "total_s", "spmv_s", "apply_per_spmv", "setup_per_spmv", "iter_s",
                     "iter_per_spmv", "elapsed_s", "setup_s_lo", "setup_s_hi", "apply_s_lo",
-                    "apply_s_hi", "solve_s_lo", "solve_s_hi", "train_s"},
+                    "apply_s_hi", "solve_s_lo", "solve_s_hi", "train_s", "lambda_min",
+                    "lambda_max", "cond_est"},
     }
 
 

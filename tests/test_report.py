@@ -195,7 +195,11 @@ def test_report_cli_writes_history(tmp_path, capsys):
     for name in ("history.md", "history.csv", "measurements.csv", "latest-honesty.md",
                  "plots/history-iterations.png", "plots/history-solve.png"):
         assert (out / name).stat().st_size > 0, name
-    assert list(pd.read_csv(out / "measurements.csv").columns) == COLUMNS
+    from npo.schema import SAMPLE_COLUMNS
+
+    # the raw samples stay in the sources: the committed frame keeps every other column
+    assert list(pd.read_csv(out / "measurements.csv").columns) == [
+        c for c in COLUMNS if c not in SAMPLE_COLUMNS]
     assert not [p for p in out.rglob(".*") if p.name != ".npo-bench.lock"]
 
 
@@ -342,3 +346,45 @@ def test_timings_without_iterations_are_not_judged():
                        "timestamp": pd.to_datetime(["2026-01-01", "2026-01-01"], utc=True),
                        "commit_date": pd.to_datetime(["2026-01-01", "2026-01-01"], utc=True)})
     assert build.latest_honesty(df) is None  # timings only: nothing to judge, no crash
+
+
+# --- rows the harness ended, and rows on several ranks -------------------------------------
+
+
+def _cg_and_jacobi():
+    from npo import cases, measure
+
+    return [measure.measure(cases.get_case(f"n32-constant-{m}"), suite="t", repeats=3)
+            for m in ("cg", "jacobi")]
+
+
+def test_a_case_the_harness_ended_reads_its_reason_and_the_rest_is_judged():
+    from npo import cases, measure
+
+    cg, jac = _cg_and_jacobi()
+    oom = measure.outcome_record(cases.get_case("n32-constant-amg_sa"),
+                                 "out of memory (needs ≈2.0 GiB, limit 0.5 GiB)", suite="t")
+    table = honesty_frame(pd.DataFrame([cg, jac, oom])).set_index("method")
+    assert table.loc["amg_sa", "verdict"] == "out of memory (needs ≈2.0 GiB, limit 0.5 GiB)"
+    assert table.loc["jacobi", "verdict"] in ("tie", "wins", "LOSES")  # judged against CG
+    md = honesty_markdown(table.reset_index())
+    row = next(line for line in md.splitlines() if line.startswith("| amg_sa"))
+    assert "| -" in row and "116" not in row  # no iterations, no times
+    assert "cases the harness ended" in md
+    # CG itself ended: nobody is judged against a row without measurements
+    cg_oom = measure.outcome_record(cases.get_case("n32-constant-cg"), "timed out after 5 s")
+    t2 = honesty_frame(pd.DataFrame([cg_oom, jac])).set_index("method")
+    assert t2.loc["cg", "verdict"] == "timed out after 5 s"
+    assert t2.loc["jacobi", "verdict"] == "converged (cg not run: no speed-up)"
+    # and history leaves the ended row out rather than reading it as 0 iterations
+    h = hist.history(coerce_dtypes(pd.DataFrame([cg, jac, oom]).assign(code_version="")))
+    assert set(h["method"]) == {"cg", "jacobi"}
+
+
+def test_rows_on_several_ranks_are_footnoted():
+    cg, jac = _cg_and_jacobi()
+    two = {**jac, "ranks": 2, "case": "n32p2-constant-jacobi"}
+    md = honesty_markdown(honesty_frame(pd.DataFrame([cg, jac, two])))
+    assert "jacobi (2 ranks)" in md
+    assert "ran on P = 2 MPI processes; its speed-ups are against cg on 1 rank" in md
+    assert "MPI processes" not in honesty_markdown(honesty_frame(pd.DataFrame([cg, jac])))

@@ -22,6 +22,7 @@ from npo.report import history as hist
 from npo.report import honesty, plots
 from npo.report.load import load_all
 from npo.report.store import filter_tag, stage_run
+from npo.schema import SAMPLE_COLUMNS
 
 __all__ = ["DEFAULT_SOURCES", "build_reports", "estimate_run_bytes", "latest_honesty",
            "report_stem", "write_run_reports"]
@@ -44,7 +45,8 @@ def estimate_run_bytes(n_cases: int) -> int:
 
 
 def write_run_reports(records: list[dict], out, *, suite: str, filter_text: str = "",
-                      skipped=(), rs: ReportSet | None = None) -> ReportSet:
+                      skipped=(), rs: ReportSet | None = None,
+                      token: str | None = None) -> ReportSet:
     """Stage the honesty table (md, csv), its plots and the run-store file, then commit."""
     out = Path(out)
     df = pd.DataFrame(records)
@@ -61,7 +63,7 @@ def write_run_reports(records: list[dict], out, *, suite: str, filter_text: str 
         plots.plot_iterations(table, f"plots/{plot_stem}-iterations.png", rs=rs)
         if table["total_s"].notna().any():
             plots.plot_time_to_solution(table, f"plots/{plot_stem}-time-to-solution.png", rs=rs)
-        stage_run(rs, records, suite, filter_text)
+        stage_run(rs, records, suite, filter_text, token=token)
     return rs
 
 
@@ -108,7 +110,9 @@ def build_reports(asv_dir=None, benchmarks_dir=None, runs_dir=None, out="reports
     table = latest_honesty(df)
     out = Path(out)
     with ReportSet(out) as rs:
-        rs.csv("measurements.csv", df)
+        # the raw samples stay in their sources (run store, asv results) and in the optional
+        # Parquet file: in the committed CSV they were three quarters of its bytes
+        rs.csv("measurements.csv", df.drop(columns=SAMPLE_COLUMNS, errors="ignore"))
         if parquet:
             with rs.stage("measurements.parquet") as tmp:
                 df.to_parquet(tmp, index=False)

@@ -28,7 +28,8 @@ import subprocess
 import numpy as np
 import pandas as pd
 
-from npo.schema import METRICS
+from npo.schema import METRICS, harness_outcome
+from npo.schema import decode_samples as _samples
 from npo.stats import ALPHA, MIN_SAMPLES, significant_change
 
 __all__ = ["TIME_FLAG_RATIO", "TIMED", "history", "history_markdown", "latest", "pair_summary"]
@@ -53,15 +54,6 @@ def _commit_order(df: pd.DataFrame) -> pd.Series:
     return df["commit"].map(rank)
 
 
-def _samples(v) -> list[float]:
-    if v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA:
-        return []
-    try:
-        return [float(x) for x in json.loads(str(v))]
-    except (ValueError, TypeError):
-        return []
-
-
 def _pool(group: pd.DataFrame, col: str) -> str:
     out = []
     for v in group[col]:
@@ -74,7 +66,10 @@ def history(df: pd.DataFrame, *, threshold: float = TIME_FLAG_RATIO,
     """One row per (machine, source, device, case, commit), in commit order, with flags."""
     if df.empty:
         raise ValueError("no measurements to build a history from")
-    d = df.copy()
+    # a case the harness ended (out of memory, timed out, error) measured nothing: no history
+    d = df[~df["reason"].map(harness_outcome).astype(bool)].copy() if "reason" in df else df.copy()
+    if d.empty:
+        raise ValueError("no measurements to build a history from (every case ended early)")
     d["device"] = d["device"].fillna("cpu")
     d["commit_order"] = _commit_order(d)
     d["converged"] = d["converged"].astype("float64")

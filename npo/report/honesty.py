@@ -29,6 +29,8 @@ import math
 import numpy as np
 import pandas as pd
 
+from npo.schema import decode_samples as _samples
+from npo.schema import harness_outcome
 from npo.stats import MIN_SAMPLES, speedup_ci, verdict_band
 
 __all__ = ["BASELINE", "TIE_BAND", "footnotes", "honesty_frame", "honesty_markdown",
@@ -66,15 +68,6 @@ def _fmt_num(x, digits=3) -> str:
     return f"{x:.{digits}g}"
 
 
-def _samples(v) -> list[float]:
-    if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)):
-        return []
-    try:
-        return [float(x) for x in json.loads(str(v))]
-    except (TypeError, ValueError):
-        return []
-
-
 def _groups(r) -> list[list[float]]:
     """[setup samples, solve samples] of a row, falling back to the medians."""
     setup = _samples(r.get("setup_samples")) or [float(r["setup_s"])]
@@ -101,16 +94,25 @@ def honesty_frame(records: pd.DataFrame, baseline: str = BASELINE) -> pd.DataFra
             df[c] = default
         df[c] = df[c].fillna(default)
     df["converged"] = df["converged"].astype(bool)
+    ended = (df["reason"].map(harness_outcome).astype(bool) if "reason" in df
+             else pd.Series(False, index=df.index))
     out = []
     for _, g in df.groupby(SECTION, sort=False):
-        base = g[(g["method"] == baseline) & (g["ranks"] == 1)]
+        base = g[(g["method"] == baseline) & (g["ranks"] == 1) & ~ended[g.index]]
         b = base.iloc[0] if not base.empty else None
         b_ok = bool(b["converged"]) if b is not None else False
         b_its = float(b["iterations"]) if b is not None else math.nan
         # an unconverged CG ran to the cap: its elapsed time is a lower bound
         b_groups = _groups(b) if b is not None else None
-        for _, r in g.iterrows():
+        for i, r in g.iterrows():
             r = r.copy()
+            if ended[i]:  # out of memory, timed out, error: the reason is the verdict
+                r["speedup_iters_x"] = r["speedup_wall_x"] = math.nan
+                r["wall_ci_lo"] = r["wall_ci_hi"] = math.nan
+                r["speedup_iters"] = r["speedup_wall"] = "-"
+                r["verdict"], r["break_even"] = str(r["reason"]), ""
+                out.append(r)
+                continue
             ok = bool(r["converged"])
             its = float(r["iterations"])
             s_it = b_its / its if ok and its > 0 and np.isfinite(b_its) else math.nan
@@ -191,8 +193,10 @@ def _display(df: pd.DataFrame) -> pd.DataFrame:
         {
             "method": method,
             "krylov": df["krylov"],
-            "its": df["iterations"].map(lambda v: f"{int(v):,}"),
-            "conv": df["converged"].map(lambda v: "yes" if v else "NO"),
+            "its": [("-" if harness_outcome(why) else f"{int(v):,}")
+                    for v, why in zip(df["iterations"], _reasons(df), strict=True)],
+            "conv": [("-" if harness_outcome(why) else "yes" if v else "NO")
+                     for v, why in zip(df["converged"], _reasons(df), strict=True)],
             # recurrence and true residual part ways near 1e-10 on high contrast
             "true relres": df.get("true_relres", pd.Series(np.nan, index=df.index)).map(
                 lambda v: f"{v:.1e}" if pd.notna(v) and np.isfinite(v) else "-"),
@@ -209,6 +213,10 @@ def _display(df: pd.DataFrame) -> pd.DataFrame:
             "break-even solves": df["break_even"],
         }
     )
+
+
+def _reasons(df: pd.DataFrame):
+    return df["reason"] if "reason" in df else pd.Series("", index=df.index)
 
 
 def footnotes(records: pd.DataFrame) -> list[str]:
@@ -242,7 +250,26 @@ def footnotes(records: pd.DataFrame) -> list[str]:
         f"{1 / TIE_BAND:.3g} (setup and solve samples of both methods resampled); otherwise "
         f"'tie'. With fewer than {MIN_SAMPLES} samples the point estimate is used and the "
         "verdict says so. A converged method without a total time reads 'no wall-clock time'.",
-    ]
+    ] + _rank_note(records) + _ended_note(records)
+
+
+def _rank_note(records: pd.DataFrame) -> list[str]:
+    ranks = sorted({int(k) for k in records.get("ranks", pd.Series(dtype=float)).dropna()
+                    if int(k) > 1})
+    if not ranks:
+        return []
+    return [f"ranks: a row marked '(P ranks)' ran on P = {', '.join(map(str, ranks))} MPI "
+            f"processes; its speed-ups are against {BASELINE} on 1 rank, so they include the "
+            "gain from the extra cores and are not a like-for-like comparison of methods."]
+
+
+def _ended_note(records: pd.DataFrame) -> list[str]:
+    if not _reasons(records).map(harness_outcome).astype(bool).any():
+        return []
+    return ["'out of memory', 'timed out', 'killed' and 'error' rows are cases the harness "
+            "ended (each case runs in a child process with a memory and a time budget; an "
+            "exception is recorded as that case's outcome): they have no iterations or times, "
+            "and the rest of the run went on."]
 
 
 def _span(records: pd.DataFrame) -> str:

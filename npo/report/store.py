@@ -29,7 +29,8 @@ import pandas as pd
 from npo.fileio import ReportSet, is_temp
 from npo.schema import DEFAULT_PROBLEM, DTYPES, RECORD_COLUMNS, case_id
 
-__all__ = ["BadRunFile", "coerce_dtypes", "filter_tag", "load_runs", "read_run_file",
+__all__ = ["BadRunFile", "coerce_dtypes", "filter_tag", "find_run_file", "load_runs",
+           "read_run_file",
            "run_file_name", "stage_run"]
 
 #: What a stored row must have to mean anything (older files lack the rest).
@@ -45,23 +46,32 @@ def filter_tag(filter_text: str) -> str:
     return hashlib.sha256(filter_text.encode()).hexdigest()[:8]
 
 
-def run_file_name(machine: str, commit: str, suite: str, filter_text: str = "") -> str:
-    """``<machine>/<stamp>_<commit>_<suite>[_filtered-<tag>]_<pid>-<rand>.csv``."""
+def run_file_name(machine: str, commit: str, suite: str, filter_text: str = "",
+                  token: str | None = None) -> str:
+    """``<machine>/<stamp>_<commit>_<suite>[_filtered-<tag>]_<token>.csv``; the token is
+    ``<pid>-<rand>`` unless given (a journaled run passes its run id)."""
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
     tag = f"_filtered-{filter_tag(filter_text)}" if filter_text else ""
     commit = "".join(ch if ch.isalnum() else "_" for ch in str(commit)[:12]) or "unknown"
-    return (f"{machine}/{stamp}_{commit}_{suite}{tag}_{os.getpid()}-"
-            f"{secrets.token_hex(3)}.csv")
+    token = token or f"{os.getpid()}-{secrets.token_hex(3)}"
+    return f"{machine}/{stamp}_{commit}_{suite}{tag}_{token}.csv"
+
+
+def find_run_file(runs_dir, token: str) -> Path | None:
+    """The run file written with ``token`` (a journaled run's id), or None."""
+    root = Path(runs_dir)
+    found = sorted(root.glob(f"*/*_{token}.csv")) if root.is_dir() else []
+    return found[0] if found else None
 
 
 def stage_run(rs: ReportSet, records: list[dict], suite: str, filter_text: str = "",
-              subdir: str = "runs") -> Path:
+              subdir: str = "runs", token: str | None = None) -> Path:
     """Stage ``records`` as a new run file in the report set ``rs`` (created exclusively)."""
     if not records:
         raise ValueError("no records to store")
     df = pd.DataFrame(records, columns=RECORD_COLUMNS)
     rel = Path(subdir) / run_file_name(str(df["machine"].iloc[0]), str(df["commit"].iloc[0]),
-                                       suite, filter_text)
+                                       suite, filter_text, token)
     return rs.csv(rel, df, exclusive=True)
 
 
