@@ -15,6 +15,7 @@ import signal
 import sys
 import time
 import warnings
+from datetime import UTC, datetime
 from pathlib import Path
 
 __all__ = ["main"]
@@ -57,21 +58,34 @@ def _mem_available() -> int | None:
     return None
 
 
-#: bytes per unknown of the largest case: A, vectors, an AMG hierarchy or
-#: ILU fill, the direct solve for the error (N <= 65,536) -- measured peaks
-#: stay under ~1.5 KB per unknown on the standard suite; 4 KB is the margin
-BYTES_PER_UNKNOWN = 4096
+#: The default memory budget of a case: this share of the memory available when the run starts
+#: (the harness, its cached problems and the OS keep the rest).
+MEMORY_SHARE = 0.8
+_SIZE_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 
 
-def _check_memory(selected) -> None:
-    avail = _mem_available()
-    if avail is None or not selected:
-        return
-    worst = max(selected, key=lambda c: c.N)
-    need = worst.N * BYTES_PER_UNKNOWN
-    if need > avail:
-        raise CLIError(f"the largest case ({worst.id}, N = {worst.N:,}) needs about "
-                       f"{need / 2**30:.1f} GiB; {avail / 2**30:.1f} GiB is available")
+def _size(text: str) -> int:
+    """``8G``, ``512M``, ``1.5G`` or bytes -> bytes (argparse type)."""
+    t = str(text).strip().upper().removesuffix("B").removesuffix("I")
+    unit = t[-1:] if t[-1:] in _SIZE_UNITS and t[-1:] else ""
+    try:
+        value = float(t[: len(t) - len(unit)]) * _SIZE_UNITS[unit]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a size (e.g. 8G, 512M, or bytes)") from None
+    if not (value >= 2**20 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"{text!r}: a memory budget must be at least 1M")
+    return int(value)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"{text!r}: a time budget must be > 0 seconds")
+    return value
 
 
 def _select(args):
@@ -81,7 +95,12 @@ def _select(args):
     from npo.problemkinds import mtx_field
 
     if args.matrix:
+        from npo.problemkinds import get_kind
+
         fld = mtx_field(args.matrix, args.rhs)
+        why = get_kind("mtx").spd_reason(0, fld)
+        if why:
+            raise CLIError(f"MatrixMarket file {args.matrix}: {why}; no method was run")
         ms = methods.select_methods(args.method or ["all"])
         suite = cases.Suite(fld.label, (Group("mtx", (0,), (fld,), tuple(ms)),),
                             f"MatrixMarket file {args.matrix}")
@@ -112,13 +131,68 @@ def _select(args):
     return suite, selected, skipped, filter_text
 
 
+def _kill_hook():
+    """Test hook: ``NPO_BENCH_KILL_AFTER=k`` SIGKILLs this process right after the k-th case of
+    this process is in the journal (a deterministic stand-in for ``kill -9``)."""
+    import os
+
+    k = os.environ.get("NPO_BENCH_KILL_AFTER")
+    if not k:
+        return lambda: None
+    left = [int(k)]
+
+    def hook():
+        left[0] -= 1
+        if left[0] <= 0:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return hook
+
+
+def _resume_command(args, run_id: str) -> str:
+    import shlex
+
+    argv, skip = [], False
+    for a in args.argv:  # the command as given, without a --resume of its own
+        if skip:
+            skip = False
+            if not a.startswith("-"):
+                continue
+        if a == "--resume":
+            skip = True
+            continue
+        if a.startswith("--resume="):
+            continue
+        argv.append(a)
+    return "npo-bench " + shlex.join(argv + ["--resume", run_id])
+
+
+def _open_journal(args, out: Path, header: dict):
+    """The run's journal: a new one, or with --resume the unfinished one that matches."""
+    from npo import journal
+
+    if args.resume is None:
+        return journal.Journal.create(out, header)
+    try:
+        j = journal.Journal.read(journal.find(out, args.resume or None))
+    except journal.JournalError as exc:
+        raise CLIError(str(exc)) from None
+    expected = {k: v for k, v in header.items() if k not in ("run", "started", "argv")}
+    why = j.mismatch(expected)
+    if why:
+        raise CLIError(f"cannot resume run {j.run_id}: {why}")
+    return j
+
+
 def cmd_run(args) -> int:
     import pandas as pd
     from tqdm import tqdm
 
-    from npo import env, measure
+    from npo import env, isolate, journal, measure
     from npo.fileio import ReportSet, check_output_dir
     from npo.report import build, honesty
+    from npo.report.store import find_run_file
+    from npo.schema import PROTOCOL_VERSION
 
     # --- everything is checked before the first case is measured ------------------------
     args.threads = env.clamp_threads(args.threads)
@@ -129,31 +203,67 @@ def cmd_run(args) -> int:
             torch_device(args.device)
         except (ImportError, ValueError) as e:
             raise CLIError(f"--device: {e}") from None
+    if args.resume is not None and args.no_write:
+        raise CLIError("--resume continues a run's journal under --out; not with --no-write")
     suite, selected, skipped, filter_text = _select(args)
     if not selected:
         raise CLIError(f"no runnable cases in suite {suite.name!r} with these filters"
                        + (f" ({len(skipped)} skipped; see `npo-bench cases`)" if skipped else ""))
-    _check_memory(selected)
     out = Path(args.out)
     if not args.no_write:
         check_output_dir(out, build.estimate_run_bytes(len(selected)))
+    memory = args.max_memory
+    if memory is None:
+        avail = _mem_available()
+        memory = int(MEMORY_SHARE * avail) if avail is not None else None
+    isolated = args.isolation == "process"
+    if isolated and not isolate.available():
+        warnings.warn("this platform has no fork(): cases run in this process, without "
+                      "memory and time budgets", RuntimeWarning, stacklevel=1)
+    header = {
+        "run": journal.new_run_id(), "started": datetime.now(UTC).isoformat(),
+        "argv": list(args.argv),
+        "suite": suite.name, "filter": filter_text, "protocol_version": PROTOCOL_VERSION,
+        "commit": env.git_commit(), "machine": env.machine_name(), "device": args.device,
+        "threads": args.threads, "repeats": args.repeats, "cases": [c.id for c in selected]}
+    jr = None if args.no_write else _open_journal(args, out, header)
+    done = {r["case"]: r for r in jr.records} if jr is not None else {}
+    todo = [c for c in selected if c.id not in done]
     print(f"npo-bench run: suite {suite.name!r}{' (filtered: ' + filter_text + ')' if filter_text else ''}, "
           f"{len(selected)} cases ({len(skipped)} combinations skipped), threads={args.threads}, "
-          f"device={args.device}", file=sys.stderr)
+          f"device={args.device}" + (f"; resuming run {jr.run_id}: {len(done)} measured, "
+                                     f"{len(todo)} to go" if args.resume is not None else ""),
+          file=sys.stderr)
 
-    # --- measure -------------------------------------------------------------------------
+    # --- measure: every case is in the journal before the next one starts ------------------
     t0 = time.perf_counter()
-    bar = tqdm(total=len(selected), unit="case", file=sys.stderr, disable=_progress(args))
+    bar = tqdm(total=len(selected), initial=len(selected) - len(todo), unit="case",
+               file=sys.stderr, disable=_progress(args))
+    hook = _kill_hook()
+
+    def keep(rec):
+        if jr is not None:
+            jr.append(rec)
+            hook()
+        bar.update()
+
     try:
-        records = measure.run_cases(
-            selected, suite=suite.name, threads=args.threads, repeats=args.repeats,
-            filter=filter_text, progress=lambda c: bar.set_postfix_str(c.id),
-            on_record=lambda r: bar.update())
+        fresh = measure.run_cases(
+            todo, memory=memory, case_timeout=args.case_timeout, isolated=isolated,
+            suite=suite.name, threads=args.threads, repeats=args.repeats, filter=filter_text,
+            progress=lambda c: bar.set_postfix_str(c.id), on_record=keep)
     except KeyboardInterrupt:
-        raise Interrupted("no report was written; nothing was replaced") from None
+        if jr is None:
+            raise Interrupted("no report was written; nothing was replaced") from None
+        jr.close()
+        raise Interrupted(f"{len(jr.records)} of {len(selected)} cases are kept in "
+                          f"{jr.path}; nothing else was written. Resume with: "
+                          f"{_resume_command(args, jr.run_id)}") from None
     finally:
         bar.close()
     wall = time.perf_counter() - t0
+    by_id = {**done, **{r["case"]: r for r in fresh}}
+    records = [by_id[c.id] for c in selected]
     table = honesty.honesty_frame(pd.DataFrame(records))
     not_run = [(c.problem, c.n, c.field.label, c.method.label, why) for c, why in skipped]
     if args.json:
@@ -161,20 +271,31 @@ def cmd_run(args) -> int:
                          default=_json_default))
     else:
         print(honesty.honesty_text(table, not_run))
-    print(f"measured {len(records)} cases in {wall:.1f} s", file=sys.stderr)
+    print(f"measured {len(fresh)} cases in {wall:.1f} s"
+          + (f" ({len(done)} more from the journal)" if done else ""), file=sys.stderr)
     if args.no_write:
         return EXIT_OK
 
     # --- write the report set as one commit ----------------------------------------------------
+    earlier = find_run_file(out / "runs", jr.run_id)
+    if earlier is not None:  # killed after the commit, before the journal was removed
+        jr.remove()
+        print(f"this run's report set was already written ({earlier}); its journal is removed",
+              file=sys.stderr)
+        return EXIT_OK
     rs = ReportSet(out)
     try:
         build.write_run_reports(records, out, suite=suite.name, filter_text=filter_text,
-                                skipped=not_run, rs=rs)
+                                skipped=not_run, rs=rs, token=jr.run_id)
     except KeyboardInterrupt:
-        raise Interrupted(rs.describe()) from None
+        jr.close()
+        raise Interrupted(rs.describe() + f"; every case is kept in {jr.path}: "
+                          f"{_resume_command(args, jr.run_id)} writes the reports") from None
     except OSError as exc:
+        jr.close()
         raise CLIError(f"writing the report set failed ({exc.strerror or exc}); "
-                       f"{rs.describe()}") from None
+                       f"{rs.describe()}; every case is kept in {jr.path}") from None
+    jr.remove()
     for p in rs.committed:
         print(f"wrote {p}", file=sys.stderr)
     return EXIT_OK
@@ -497,6 +618,21 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-write", action="store_true", help="print only, write nothing")
     r.add_argument("--json", action="store_true",
                    help="print records, skips and verdicts as JSON instead of the table")
+    r.add_argument("--resume", nargs="?", const="", default=None, metavar="RUN",
+                   help="continue an interrupted run from its journal under --out (the newest, "
+                        "or RUN): only the missing cases are measured; suite, filter, protocol, "
+                        "commit and machine must match")
+    r.add_argument("--max-memory", type=_size, default=None, metavar="SIZE",
+                   help="memory budget of each case, e.g. 8G (default: 80%% of the memory "
+                        "available when the run starts); a case over it is recorded as out of "
+                        "memory and the run goes on")
+    r.add_argument("--case-timeout", type=_seconds, default=None, metavar="S",
+                   help="time budget of each case in seconds (default: 600 s + 1 ms per "
+                        "unknown); a case over it is recorded as timed out")
+    r.add_argument("--isolation", choices=("process", "none"), default="process",
+                   help="process: each case in a child process under its budgets (default); "
+                        "none: in this process (no budgets; an exception is still the case's "
+                        "outcome)")
     _add_progress(r)
     r.set_defaults(func=cmd_run)
 
@@ -561,7 +697,9 @@ def _raise_interrupt(signum, frame):
 
 def main(argv=None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.argv = argv
     old = signal.signal(signal.SIGTERM, _raise_interrupt) if _main_thread() else None
     try:
         if getattr(args, "repeats", 1) < 1:

@@ -23,6 +23,15 @@ synchronised before every clock stops.
 Every timed stage keeps its samples (for the verdicts' confidence intervals)
 and its median. All of it runs with pinned thread counts
 (:func:`npo.env.pinned_threads`), one by default.
+
+A run measures each case through :func:`measure_case`: in a child process
+with a memory and a time budget (:mod:`npo.isolate`), so that a case that
+runs out of memory, hangs or raises becomes that case's record ("out of
+memory (needs ...)", "timed out after ...", "error: ...") and the run goes
+on. The matrix handed to a method is read-only: a method that modifies it
+would change the system that CG and every other method of the case solve,
+so an adapter whose library writes to its input copies it, and the copy is
+part of its setup time.
 """
 
 from __future__ import annotations
@@ -39,21 +48,25 @@ from functools import lru_cache
 import numpy as np
 import scipy.sparse.linalg as sla
 
-from npo import devices, env, krylov, timing
+from npo import devices, env, isolate, krylov, timing
 from npo.cases import Case
 from npo.problemkinds import Problem
-from npo.schema import PROTOCOL_VERSION, RECORD_COLUMNS
+from npo.schema import PROTOCOL_VERSION, RECORD_COLUMNS, encode_samples
 
 __all__ = [
     "DIRECT_MAX_N",
     "Problem",
     "build_record",
     "cost_samples",
+    "default_timeout",
     "direct_solution",
+    "estimate_bytes",
     "krylov_parity",
     "make_preconditioner",
     "measure",
+    "measure_case",
     "on_device",
+    "outcome_record",
     "problem",
     "run_cases",
     "solve",
@@ -74,8 +87,12 @@ MIN_STAGE_SAMPLES = 3
 def _problem(problem: str, n: int, field, rhs_seed: int) -> Problem:
     from npo.problemkinds import get_kind
 
-    p = get_kind(problem).build(n, field, rhs_seed)
+    kind = get_kind(problem)
+    p = kind.build(n, field, rhs_seed)
     krylov.check_symmetric(p.A)  # once per matrix; the timed solves skip the check
+    spectrum = kind.spectrum(n, field)  # None where our generator guarantees SPD
+    if spectrum is not None:
+        p.meta["spectrum"] = spectrum
     for arr in (p.A.data, p.b):
         arr.setflags(write=False)
     return p
@@ -299,8 +316,16 @@ def _nan_if(cond: bool, value: float) -> float:
     return math.nan if cond else value
 
 
-def _samples_json(xs) -> str:
-    return json.dumps([float(f"{x:.6g}") for x in xs])
+def _median(xs) -> float:
+    return statistics.median(xs) if len(xs) else math.nan
+
+
+def _lo(xs) -> float:
+    return min(xs) if len(xs) else math.nan
+
+
+def _hi(xs) -> float:
+    return max(xs) if len(xs) else math.nan
 
 
 def measure(
@@ -347,7 +372,7 @@ def _measure_here(case: Case, *, suite: str, source: str, threads: int, repeats:
         info=M.info, suite=suite, source=source, filter=filter)
 
 
-def build_record(case: Case, p: Problem, environment: dict, *, spmv, setup, apply, solves,
+def build_record(case: Case, p: Problem | None, environment: dict, *, spmv, setup, apply, solves,
                  iterations: int, converged: bool, reason: str, relres: float,
                  true_relres: float, relerr: float, krylov: str, train_s: float, nbytes: int,
                  peak: int, info: dict, suite: str = "", source: str = "cli", filter: str = "",
@@ -356,14 +381,16 @@ def build_record(case: Case, p: Problem, environment: dict, *, spmv, setup, appl
     """One record (:data:`npo.schema.RECORD_COLUMNS`) from a case's samples and outcome.
 
     ``spmv``, ``setup``, ``apply`` and ``solves`` are the samples in seconds
-    (medians and ranges are taken here); an unconverged solve's time is
-    recorded as NaN. Runners that measure out of process (MPI) build their
+    (medians and ranges are taken here; an empty list gives NaN); an
+    unconverged solve's time is recorded as NaN. ``p`` is None when the
+    problem could not be built (an outcome record). Runners that measure out of process (MPI) build their
     records here too, overriding ``ranks``, ``cores`` and ``versions``.
     """
-    spmv_s, setup_s = statistics.median(spmv), statistics.median(setup)
-    apply_s, solve_s = statistics.median(apply), statistics.median(solves)
+    spmv_s, setup_s = _median(spmv), _median(setup)
+    apply_s, solve_s = _median(apply), _median(solves)
     bad = not converged
     its = max(int(iterations), 1)
+    spectrum = p.meta.get("spectrum") if p is not None else None
     rec = {
         "protocol_version": PROTOCOL_VERSION,
         "commit": environment["commit"],
@@ -386,14 +413,17 @@ def build_record(case: Case, p: Problem, environment: dict, *, spmv, setup, appl
         "field": case.field.label,
         "contrast": case.field.contrast,
         "n": case.n,
-        "N": p.N,
-        "nnz": int(p.A.nnz),
+        "N": p.N if p is not None else case.N,
+        "nnz": int(p.A.nnz) if p is not None else None,
         "method": case.method.label,
         "precond": case.method.precond,
         "krylov": krylov,
         "rtol": case.rtol,
         "maxiter": case.maxiter,
-        "rhs": p.meta.get("rhs", ""),
+        "rhs": p.meta.get("rhs", "") if p is not None else "",
+        "lambda_min": spectrum.lambda_min if spectrum is not None else math.nan,
+        "lambda_max": spectrum.lambda_max if spectrum is not None else math.nan,
+        "cond_est": spectrum.cond if spectrum is not None else math.nan,
         "iterations": int(iterations),
         "converged": bool(converged),
         "reason": reason,
@@ -410,12 +440,12 @@ def build_record(case: Case, p: Problem, environment: dict, *, spmv, setup, appl
         "iter_s": solve_s / its,
         "iter_per_spmv": solve_s / its / spmv_s,
         "elapsed_s": solve_s,
-        "setup_samples": _samples_json(setup),
-        "solve_samples": _samples_json(solves) if not bad else "[]",
-        "apply_samples": _samples_json(apply),
-        "setup_s_lo": min(setup), "setup_s_hi": max(setup),
-        "apply_s_lo": min(apply), "apply_s_hi": max(apply),
-        "solve_s_lo": _nan_if(bad, min(solves)), "solve_s_hi": _nan_if(bad, max(solves)),
+        "setup_samples": encode_samples(setup),
+        "solve_samples": encode_samples(solves) if not bad else "[]",
+        "apply_samples": encode_samples(apply),
+        "setup_s_lo": _lo(setup), "setup_s_hi": _hi(setup),
+        "apply_s_lo": _lo(apply), "apply_s_hi": _hi(apply),
+        "solve_s_lo": _nan_if(bad, _lo(solves)), "solve_s_hi": _nan_if(bad, _hi(solves)),
         "train_s": train_s,
         "nbytes": int(nbytes),
         "setup_peak_bytes": int(peak),
@@ -425,13 +455,111 @@ def build_record(case: Case, p: Problem, environment: dict, *, spmv, setup, appl
     return rec
 
 
-def run_cases(cases, *, progress=None, on_record=None, **kwargs) -> list[dict]:
-    """Measure every case (``progress(case)`` before, ``on_record(rec)`` after each)."""
+#: Bytes per unknown of what every case holds besides its method: the matrix (up to 9 entries
+#: per row in CSR: 12 bytes each, plus the row pointer) and two dozen vectors (Krylov work
+#: vectors, the right-hand side, the direct solution, timing vectors).
+CASE_BYTES_PER_UNKNOWN = 9 * 12 + 8 + 24 * 8
+#: What a case adds whatever its size beyond what the harness already maps (the child inherits
+#: the interpreter, the libraries and the built problem): scratch, small allocations.
+CASE_BYTES_FIXED = 64 * 2**20
+
+
+def estimate_bytes(case: Case) -> int:
+    """Memory the case needs, estimated before it starts: the matrix and vectors, plus the
+    method's working set (its descriptor's ``memory``, in bytes per byte of the matrix)."""
+    a_bytes = case.N * (9 * 12 + 8)
+    return int(CASE_BYTES_FIXED + case.N * CASE_BYTES_PER_UNKNOWN
+               + float(case.method.memory) * a_bytes)
+
+
+#: The default time budget of a case: a floor, plus a term per unknown. The slowest case of the
+#: standard suite (CG on lognormal1e2 at n = 1024, three solves of 224 s) takes ~12 minutes,
+#: inside its 27.5-minute budget; at n = 32 a hung case ends after ten minutes.
+TIMEOUT_FLOOR_S = 600.0
+TIMEOUT_PER_UNKNOWN_S = 1e-3
+
+
+def default_timeout(case: Case) -> float:
+    """Seconds a case may run (``--case-timeout`` overrides): a floor plus a term in N."""
+    return TIMEOUT_FLOOR_S + TIMEOUT_PER_UNKNOWN_S * case.N
+
+
+def outcome_record(case: Case, reason: str, *, suite: str = "", source: str = "cli",
+                   threads: int = env.DEFAULT_THREADS, filter: str = "",
+                   p: Problem | None = None) -> dict:
+    """The record of a case that measured nothing: no iterations, no times, ``reason``."""
+    return build_record(
+        case, p, env.environment(case.device), spmv=[], setup=[], apply=[], solves=[],
+        iterations=0, converged=False, reason=reason, relres=math.nan, true_relres=math.nan,
+        relerr=math.nan, krylov=case.method.krylov, train_s=math.nan, nbytes=0, peak=0,
+        info={}, suite=suite, source=source, filter=filter, ranks=case.ranks,
+        cores=env.cores())
+
+
+def measure_case(case: Case, *, memory: int | None = None, timeout: float | None = None,
+                 isolated: bool = True, suite: str = "", source: str = "cli",
+                 threads: int = env.DEFAULT_THREADS, repeats: int = STAGE_REPEATS,
+                 filter: str = "") -> dict:
+    """One record for ``case``, whatever happens: its measurement, or the outcome that ended it.
+
+    ``memory`` (bytes) and ``timeout`` (seconds) are the case's budgets. A case whose
+    :func:`estimate_bytes` exceeds ``memory`` is not started. With ``isolated``, the protocol
+    runs in a child process (:func:`npo.isolate.call`) under both budgets; without it (or on
+    CUDA, which does not survive a fork) it runs here and only its exceptions are caught.
+    The problem, its direct solution and the environment are built here first, so every
+    child of the same matrix starts with them.
+    """
+    kw = dict(suite=suite, source=source, threads=threads, filter=filter)
+    needs = estimate_bytes(case)
+    if memory is not None and needs > memory:
+        return outcome_record(case, f"out of memory (needs ≈{isolate.gib(needs)}, limit "
+                                    f"{isolate.gib(memory)}): not started", **kw)
+    p = None
+    try:
+        env.environment(case.device)
+        if case.ranks == 1:
+            with env.pinned_threads(threads):
+                p = problem(case)
+                direct_solution(case)
+    except Exception as exc:  # noqa: BLE001 - a case that cannot be built is an outcome
+        return outcome_record(case, _named(case, _error(exc)), **kw)
+
+    def run():
+        return measure(case, repeats=repeats, **kw)
+
+    if isolated and not case.device.startswith("cuda"):
+        out = isolate.call(run, memory=memory, timeout=timeout, needs=needs)
+    else:
+        try:
+            out = run()
+        except Exception as exc:  # noqa: BLE001 - the error is the case's outcome
+            out = isolate.Ended(_error(exc))
+    if isinstance(out, isolate.Ended):
+        return outcome_record(case, _named(case, out.reason), p=p, **kw)
+    return out
+
+
+def _error(exc: BaseException) -> str:
+    return f"error: {type(exc).__name__}: {exc}"
+
+
+def _named(case: Case, reason: str) -> str:
+    """An error names the case and the method (a timeout or out-of-memory row already does)."""
+    return f"{reason} (case {case.id}, method {case.method.label})" if reason.startswith(
+        "error") else reason
+
+
+def run_cases(cases, *, progress=None, on_record=None, case_timeout: float | None = None,
+              **kwargs) -> list[dict]:
+    """Measure every case with :func:`measure_case` (``progress(case)`` before,
+    ``on_record(rec)`` after each); a case that fails is a record, and the run goes on.
+    ``case_timeout`` is every case's time budget (None: :func:`default_timeout` of each)."""
     out = []
     for c in cases:
         if progress is not None:
             progress(c)
-        rec = measure(c, **kwargs)
+        rec = measure_case(c, timeout=case_timeout if case_timeout is not None
+                           else default_timeout(c), **kwargs)
         out.append(rec)
         if on_record is not None:
             on_record(rec)

@@ -134,6 +134,11 @@ class MethodSpec:
         cannot measure in this process (``ranks > 1``: under ``mpiexec``).
         It must follow the protocol of :func:`npo.measure.measure` and return
         a record with every column of :data:`npo.schema.RECORD_COLUMNS`.
+    memory : float
+        Working set of setup and apply in bytes per byte of the matrix, an
+        upper estimate: with the matrix and the vectors it is the case's
+        memory estimate (:func:`npo.measure.estimate_bytes`), checked
+        against the memory budget before the case starts.
     release : callable, optional
         ``release()``, called after each case the protocol measured in this
         process, outside every timing, once the case's objects are dropped:
@@ -163,6 +168,7 @@ class MethodSpec:
     skip: Callable | None = field(default=None, hash=False, compare=False)
     runner: Callable | None = field(default=None, hash=False, compare=False)
     release: Callable | None = field(default=None, hash=False, compare=False)
+    memory: float = 8.0
     source: str = field(default="", compare=False)
 
     def __post_init__(self):

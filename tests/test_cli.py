@@ -121,7 +121,7 @@ def test_threads_above_core_count_warn_and_record_the_real_count(tmp_path):
     assert 1 <= rec["threads"] == rec["cores"] <= os.cpu_count()
 
 
-def test_failed_run_keeps_the_good_report(tmp_path, capsys, monkeypatch):
+def test_a_failing_case_is_a_row_and_the_good_report_stays(tmp_path, capsys, monkeypatch):
     out = tmp_path / "rep"
     (out / "runs").mkdir(parents=True)
     (out / "honesty-quick.md").write_text("GOOD")
@@ -130,16 +130,19 @@ def test_failed_run_keeps_the_good_report(tmp_path, capsys, monkeypatch):
 
     def flaky(case, **kw):
         calls.append(case.id)
-        if len(calls) == 2:
+        if case.method.label == "jacobi":
             raise RuntimeError("disk on fire")
         return real(case, **kw)
 
     monkeypatch.setattr(measure, "measure", flaky)
     code = main(["run", "--n", "32", "--field", "constant", "--method", "cg", "jacobi",
                  "--repeats", "1", "--out", str(out), "--no-progress"])
-    assert code == 2 and "disk on fire" in capsys.readouterr().err
-    assert (out / "honesty-quick.md").read_text() == "GOOD"
-    assert not list((out / "runs").rglob("*.csv"))
+    assert code == 0
+    assert (out / "honesty-quick.md").read_text() == "GOOD"  # a filtered run has its own name
+    rows = pd.read_csv(next((out / "runs").rglob("*.csv"))).set_index("method")
+    assert rows.loc["cg", "iterations"] == 116
+    assert rows.loc["jacobi", "reason"] == ("error: RuntimeError: disk on fire "
+                                            "(case n32-constant-jacobi, method jacobi)")
     assert not [p for p in out.rglob("*") if is_temp(p)]
 
 
@@ -148,7 +151,7 @@ def test_failed_run_keeps_the_good_report(tmp_path, capsys, monkeypatch):
 
 def _set_files(out: Path) -> dict:
     return {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*")
-            if p.is_file() and not p.name.startswith(".")}
+            if p.is_file() and not p.name.startswith(".") and p.parent.name != "journal"}
 
 
 def test_four_concurrent_runs_keep_every_run_file(tmp_path):
@@ -203,6 +206,15 @@ def test_signal_or_full_disk_during_write_leaves_old_or_new_set(tmp_path, point,
     else:  # the old set, untouched
         assert new == old
     assert not [p for p in out.rglob("*") if is_temp(p)] and not (out / JOURNAL_NAME).exists()
+    # the measured case is still in the run's journal: --resume writes the set, or sees that
+    # it was written, without measuring again
+    assert len(list((out / "journal").glob("*.jsonl"))) == 1
+    again = _cli("run", *Q, "--repeats", "1", "--out", str(out), "--resume")
+    assert again.returncode == 0, again.stderr
+    assert "measured 0 cases" in again.stderr
+    assert ("already written" in again.stderr) == committed
+    assert not (out / "journal").exists()
+    assert len([k for k in _set_files(out) if k.startswith("runs/")]) == 2
 
 
 # --- what users of a CLI tool expect ------------------------------------------------------
@@ -261,3 +273,163 @@ def test_too_many_threads_is_a_one_line_warning_and_the_real_count(monkeypatch, 
     assert (f"npo-bench: warning: {many} threads requested on a machine with {env.cores()} "
             f"cores; using {env.cores()}\n") in err
     assert "clamp_threads" not in err  # no source line
+
+
+# --- long runs: journal and --resume, budgets, errors as outcomes, SPD checks ---------------
+
+TESTS = Path(__file__).resolve().parent
+RESUME = ["run", "--n", "32", "64", "--field", "constant", "--method", "cg", "amg_sa",
+          "nystrom", "--repeats", "3", "--no-progress"]
+
+
+def _rows(out: Path) -> pd.DataFrame:
+    return pd.read_csv(next(out.glob("honesty-*.csv"))).sort_values("case").reset_index(drop=True)
+
+
+def test_a_killed_run_resumes_to_the_table_of_an_uninterrupted_one(tmp_path):
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    assert _cli(*RESUME, "--out", str(whole)).returncode == 0
+    killed = _cli(*RESUME, "--out", str(cut), env={"NPO_BENCH_KILL_AFTER": "3"})
+    assert killed.returncode == -9  # SIGKILL right after the third case was journaled
+    assert not list(cut.glob("honesty-*"))  # nothing but the journal was written
+    kept = [line for line in next((cut / "journal").glob("*.jsonl")).read_text().splitlines()]
+    assert len(kept) == 1 + 3
+    res = _cli(*RESUME, "--out", str(cut), "--resume")
+    assert res.returncode == 0, res.stderr
+    assert "3 measured, 3 to go" in res.stderr
+    assert "measured 3 cases" in res.stderr and "(3 more from the journal)" in res.stderr
+    a, b = _rows(whole), _rows(cut)
+    assert a["case"].tolist() == b["case"].tolist() and len(a) == 6
+    assert a["iterations"].tolist() == b["iterations"].tolist()
+    assert a["verdict"].tolist() == b["verdict"].tolist()
+    store = pd.read_csv(next((cut / "runs").rglob("*.csv")))
+    assert store["case"].is_unique and len(store) == 6  # no case measured twice
+    assert not (cut / "journal").exists()  # the report set is committed: the journal is gone
+    again = _cli(*RESUME, "--out", str(cut), "--resume")
+    assert again.returncode == 2 and "no unfinished run to resume" in again.stderr
+
+
+def test_resume_refuses_a_different_run(tmp_path):
+    out = tmp_path / "o"
+    assert _cli(*RESUME, "--out", str(out), env={"NPO_BENCH_KILL_AFTER": "1"}).returncode == -9
+    res = _cli("run", "--n", "32", "--field", "constant", "--method", "cg", "--out", str(out),
+               "--resume")
+    assert res.returncode == 2
+    assert "cannot resume run" in res.stderr and "its filter is" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+    res = _cli(*RESUME, "--no-write", "--resume")
+    assert res.returncode == 2 and "not with --no-write" in res.stderr
+
+
+def test_sigint_keeps_the_measured_cases_and_prints_the_resume_command(tmp_path):
+    out = tmp_path / "o"
+    p = subprocess.Popen([sys.executable, "-m", "npo.cli", *RESUME, "--out", str(out)],
+                         cwd=ROOT, stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint)
+    journal_dir = out / "journal"
+    deadline = time.time() + 120
+    while time.time() < deadline:  # wait until one case is on disk
+        files = list(journal_dir.glob("*.jsonl")) if journal_dir.exists() else []
+        if files and len(files[0].read_text().splitlines()) >= 2:
+            break
+        time.sleep(0.05)
+    p.send_signal(signal.SIGINT)
+    err = p.communicate(timeout=120)[1]
+    assert p.returncode == 130
+    assert "cases are kept in" in err and "Resume with: npo-bench run" in err
+    assert "--resume 20" in err  # the run id
+
+
+def test_budgets_end_the_case_not_the_run(tmp_path):
+    out = tmp_path / "o"
+    res = _cli("run", "--n", "32", "--field", "constant", "--method", "cg",
+               "budget_methods:HOG", "budget_methods:SLEEPER", "jacobi", "--max-memory", "512M",
+               "--case-timeout", "5", "--repeats", "3", "--out", str(out), "--no-progress",
+               env={"PYTHONPATH": str(TESTS)})
+    assert res.returncode == 0, res.stderr
+    rows = _rows(out).set_index("method")
+    assert rows.loc["hog", "verdict"] == "out of memory (needs ≈2.0 GiB, limit 0.5 GiB)"
+    assert rows.loc["sleeper", "verdict"] == "timed out after 5 s"
+    assert rows.loc["jacobi", "iterations"] == 116 and rows.loc["cg", "verdict"] == "baseline"
+    assert "out of memory (needs ≈2.0 GiB" in res.stdout and "timed out after 5 s" in res.stdout
+
+
+def test_an_exception_is_that_cases_outcome(tmp_path):
+    out = tmp_path / "o"
+    res = _cli("run", "--n", "32", "64", "--field", "constant", "--method", "cg",
+               "budget_methods:RAISER", "--repeats", "3", "--out", str(out), "--no-progress",
+               env={"PYTHONPATH": str(TESTS)})
+    assert res.returncode == 0, res.stderr
+    rows = _rows(out).set_index("case")
+    assert rows.loc["n32-constant-raiser", "iterations"] == 116
+    assert rows.loc["n64-constant-raiser", "verdict"] == (
+        "error: ValueError: this setup refuses large matrices (case n64-constant-raiser, "
+        "method raiser)")
+    assert rows.loc["n64-constant-cg", "iterations"] == 227
+
+
+def test_a_memory_budget_below_the_estimate_is_not_started(tmp_path):
+    res = _cli("run", "--n", "32", "--field", "constant", "--method", "cg", "--max-memory",
+               "1M", "--no-write", "--json")
+    assert res.returncode == 0, res.stderr
+    rec = json.loads(res.stdout)["records"][0]
+    assert rec["reason"].startswith("out of memory (needs ≈0.") and rec["reason"].endswith(
+        "limit 0.1 GiB): not started")
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["run", "--max-memory", "lots"], "is not a size"),
+    (["run", "--max-memory", "10K"], "at least 1M"),
+    (["run", "--case-timeout", "0"], "must be > 0"),
+    (["run", "--case-timeout", "inf"], "must be > 0"),
+])
+def test_budget_options_are_checked(argv, match):
+    res = _cli(*argv)
+    assert res.returncode == 2 and match in res.stderr
+
+
+def test_an_indefinite_matrix_market_file_is_refused_before_any_method(tmp_path):
+    import scipy.io
+    import scipy.sparse as sp
+
+    from npo.problems import poisson_2d
+
+    A = poisson_2d(12).tocsr()
+    D = sp.diags(A.diagonal())
+    scipy.io.mmwrite(tmp_path / "indef.mtx", (D + 1.5 * (A - D)).tocoo(), symmetry="symmetric")
+    res = _cli("run", "--matrix", str(tmp_path / "indef.mtx"), "--no-write")
+    assert res.returncode == 2
+    assert "not positive definite (lambda_min ~ " in res.stderr and "no method was run" in res.stderr
+
+
+def test_the_problems_suite_skips_the_singular_pyamg_example(tmp_path):
+    res = _cli("cases", "--suite", "problems", "--json")
+    assert res.returncode == 0, res.stderr
+    data = json.loads(res.stdout)
+    skipped = {s["case"]: s["reason"] for s in data["skipped"]}
+    square = {c: why for c, why in skipped.items() if "unit_square" in c}
+    assert square and all(why.startswith("not positive definite (lambda_min ~ ")
+                          for why in square.values())
+    assert not [c for c in data["cases"] if "unit_square" in c["case"]]
+    assert [c for c in data["cases"] if "airfoil" in c["case"]]  # the SPD examples run
+
+
+def test_the_readme_suite_example_runs_to_a_row_per_case(tmp_path):
+    text = (ROOT / "README.md").read_text()
+    blocks = [b.split("```", 1)[0] for b in text.split("```toml\n")[1:]]
+    suites = [b for b in blocks if "[[group]]" in b]
+    assert suites, "the README shows a suite"
+    for k, block in enumerate(suites):
+        path = tmp_path / f"readme{k}.toml"
+        path.write_text(block)
+        listed = _cli("cases", "--suite", str(path), "--json")
+        assert listed.returncode == 0, listed.stderr
+        # the smallest size with every method the example defines (petsc_* where installed)
+        n = min(int(c["case"].split("-")[1][1:]) for c in json.loads(listed.stdout)["cases"])
+        res = _cli("run", "--suite", str(path), "--n", str(n), "--repeats", "3", "--no-write",
+                   "--json")
+        assert res.returncode == 0, res.stderr
+        recs = json.loads(res.stdout)["records"]
+        expected = [c["case"] for c in json.loads(listed.stdout)["cases"]
+                    if f"-n{n}-" in c["case"]]
+        assert [r["case"] for r in recs] == expected
+        assert all(r["converged"] for r in recs), [(r["case"], r["reason"]) for r in recs]

@@ -255,7 +255,8 @@ def test_example_plugin_is_registered_through_its_entry_point():
 
 #: layers, lowest first; a module may import only from its own layer or below
 LAYERS = [
-    {"npo.schema", "npo.devices", "npo.timing", "npo.stats", "npo.fileio", "npo.env"},
+    {"npo.schema", "npo.devices", "npo.timing", "npo.stats", "npo.fileio", "npo.env",
+     "npo.isolate", "npo.journal"},
     {"npo.problems", "npo.krylov", "npo.methods", "npo.gridmg"},
     {"npo.problemkinds", "npo.precond.base", "npo.neural.model", "npo.neural.data",
      "npo.neural.config", "npo.neural.flops", "npo.neural", "npo.neural.mg"},

@@ -60,7 +60,7 @@ def test_record_fields_exactly(fake):
     c = cases.get_case("n32-jump1e2-jacobi")
     seen = []
     rec = measure.run_cases([c], suite="s1", source="src", threads=1, repeats=3,
-                            filter="--n 32", progress=seen.append,
+                            filter="--n 32", progress=seen.append, isolated=False,
                             on_record=lambda r: seen.append(r["case"]))[0]
     assert seen == [c, "n32-jump1e2-jacobi"]
     assert list(rec) == RECORD_COLUMNS
@@ -87,6 +87,8 @@ def test_record_fields_exactly(fake):
         "solve_s_lo": 7e-3, "solve_s_hi": 9e-3, "nbytes": 8192, "setup_peak_bytes": 4321,
         "info": "{}",
     }
+    for k in ("lambda_min", "lambda_max", "cond_est"):  # our generator's matrix: SPD known
+        assert math.isnan(rec[k]), k
     for k, v in want.items():
         assert rec[k] == v, k
     assert math.isnan(rec["train_s"])
@@ -349,8 +351,12 @@ def test_relerr_and_helpers():
     assert math.isnan(measure._relerr(np.ones(2), None))
     assert measure._relerr(np.array([1.0, 1.0]), np.array([1.0, 0.0])) == 1.0
     assert measure._nan_if(False, 3.0) == 3.0 and math.isnan(measure._nan_if(True, 3.0))
-    assert measure._samples_json([1.23456789, 2e-7, 3]) == "[1.23457, 2e-07, 3.0]"
-    assert measure._samples_json([]) == "[]"
+    from npo.schema import decode_samples, encode_samples
+
+    assert encode_samples([1.23456789, 2e-7, 3]) == "[1.23457, 2e-07, 3.0]"
+    assert encode_samples([]) == "[]"
+    assert decode_samples("[1.23457, 2e-07, 3.0]") == [1.23457, 2e-07, 3.0]
+    assert decode_samples(None) == decode_samples(float("nan")) == decode_samples("x") == []
 
 
 # --- npo.reference: our loops against the libraries', on a fake clock ----------------------
