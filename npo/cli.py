@@ -496,6 +496,19 @@ def cmd_publish(args) -> int:
     return asv_offline.publish(args.html)
 
 
+def _debug_parent() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    # SUPPRESS: a subcommand without --debug leaves the top level's value alone
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show tracebacks on errors")
+    return common
+
+
+def _subparser(sub, name: str, **kwargs):
+    """A subcommand that, like the top level, takes --debug (before or after its name)."""
+    return sub.add_parser(name, parents=[_debug_parent()], **kwargs)
+
+
 def _add_progress(p) -> None:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--progress", dest="progress", action="store_const", const=True, default=None,
@@ -507,8 +520,8 @@ def _add_progress(p) -> None:
 def _add_train_parser(sub) -> None:
     from npo.problems import FIELDS
 
-    p = sub.add_parser(
-        "train", help="train an NPO model (the seed's network or the multilevel NPO)",
+    p = _subparser(
+        sub, "train", help="train an NPO model (the seed's network or the multilevel NPO)",
         description="Train the Neural Preconditioning Operator and write a checkpoint with a "
                     "JSON sidecar: --arch namg (default) is the seed's network (report 06, "
                     "section 4), --arch mg the multilevel NPO (npo_mg). Needs "
@@ -560,8 +573,8 @@ def _add_train_parser(sub) -> None:
 
 
 def _add_diagnose_parser(sub) -> None:
-    d = sub.add_parser(
-        "diagnose", help="spectrum diagnostics of preconditioners on a case",
+    d = _subparser(
+        sub, "diagnose", help="spectrum diagnostics of preconditioners on a case",
         description="Extreme Ritz values and kappa(MA) from the Lanczos coefficients of the "
                     "method's own Krylov run, the per-mode gain on sine modes, and how "
                     "nonlinear and how unsymmetric the preconditioner is. Writes "
@@ -592,8 +605,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     suites = ", ".join(cases.BUILTIN_SUITES)
 
-    r = sub.add_parser(
-        "run", help="run a suite and print/write its honesty table",
+    r = _subparser(
+        sub, "run", help="run a suite and print/write its honesty table",
         description="Measure every case of a suite with the protocol (setup, apply, solve, "
                     "iterations, residuals), print the wall-clock honesty table, and commit the "
                     "report set (table .md/.csv, plots, run-store file) under --out as one "
@@ -636,8 +649,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_progress(r)
     r.set_defaults(func=cmd_run)
 
-    c = sub.add_parser(
-        "cases", help="list what a suite expands to, with the skipped combinations",
+    c = _subparser(
+        sub, "cases", help="list what a suite expands to, with the skipped combinations",
         description="Expand a suite (built-in or .toml file) into its cases, with each skipped "
                     "combination's reason; nothing is measured.")
     c.add_argument("--suite", default="quick",
@@ -646,8 +659,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true", help="print as JSON")
     c.set_defaults(func=cmd_cases)
 
-    rep = sub.add_parser(
-        "report", help="history, tables and plots from asv, pytest-benchmark and runs",
+    rep = _subparser(
+        sub, "report", help="history, tables and plots from asv, pytest-benchmark and runs",
         description="Load asv results, pytest-benchmark JSON and the run store into one tidy "
                     "frame and commit measurements.csv, history.md/.csv (time changes flagged "
                     "only when significant), latest-honesty.md and plots as one set. With no "
@@ -664,8 +677,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="also write measurements.parquet (needs pyarrow)")
     rep.set_defaults(func=cmd_report)
 
-    g = sub.add_parser(
-        "gate", help="CI performance gate on the quick suite",
+    g = _subparser(
+        sub, "gate", help="CI performance gate on the quick suite",
         description="Compare iterations, accuracy, memory and cost in SpMV units (apply, "
                     "iteration, setup) with the committed baseline; exit 1 on a regression. "
                     "The rules and tolerances are printed with the result.")
@@ -677,8 +690,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_parser(sub)
     _add_diagnose_parser(sub)
 
-    pub = sub.add_parser(
-        "publish", help="asv publish, with its HTML made to work offline",
+    pub = _subparser(
+        sub, "publish", help="asv publish, with its HTML made to work offline",
         description="Run `asv publish` and rewrite the HTML to load jQuery, flot and bootstrap "
                     "from vendored copies instead of CDNs, so it renders with no network.")
     pub.add_argument("--html", default=".asv/html", help="asv's html_dir (default .asv/html)")
@@ -710,13 +723,19 @@ def main(argv=None) -> int:
             env.machine_name()  # it names run-store folders and every record: check it first
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning
-            return int(args.func(args) or 0)
+            code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handlers below
+        return code
     except Interrupted as exc:
         print(f"npo-bench: interrupted; {exc}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except KeyboardInterrupt:
         print("npo-bench: interrupted; no report was written", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # the reader went away (`npo-bench cases | head`): end quietly, as `git log | head` does
+        _silence_stdout()
+        return EXIT_OK
     except (CLIError, ValueError, FileNotFoundError, RuntimeError, OSError) as exc:
         if args.debug:
             raise
@@ -731,6 +750,18 @@ def main(argv=None) -> int:
     finally:
         if old is not None:
             signal.signal(signal.SIGTERM, old)
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's final flush does not fail again."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
 
 
 def _main_thread() -> bool:

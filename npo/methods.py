@@ -134,6 +134,11 @@ class MethodSpec:
         cannot measure in this process (``ranks > 1``: under ``mpiexec``).
         It must follow the protocol of :func:`npo.measure.measure` and return
         a record with every column of :data:`npo.schema.RECORD_COLUMNS`.
+    control : str
+        Non-empty for a negative control: a method that is known not to be
+        safe in its Krylov method (a nonsymmetric or nonlinear preconditioner
+        in PCG), run to show what goes wrong; the text says why, and the
+        honesty table marks the row.
     memory : float
         Working set of setup and apply in bytes per byte of the matrix, an
         upper estimate: with the matrix and the vectors it is the case's
@@ -169,6 +174,7 @@ class MethodSpec:
     runner: Callable | None = field(default=None, hash=False, compare=False)
     release: Callable | None = field(default=None, hash=False, compare=False)
     memory: float = 8.0
+    control: str = ""
     source: str = field(default="", compare=False)
 
     def __post_init__(self):

@@ -433,3 +433,25 @@ def test_the_readme_suite_example_runs_to_a_row_per_case(tmp_path):
                     if f"-n{n}-" in c["case"]]
         assert [r["case"] for r in recs] == expected
         assert all(r["converged"] for r in recs), [(r["case"], r["reason"]) for r in recs]
+
+
+# --- small things a user notices ------------------------------------------------------------
+
+
+def test_a_closed_pipe_ends_quietly_with_exit_0():
+    for argv in (["cases", "--suite", "standard", "--json"], ["cases", "--suite", "standard"]):
+        p = subprocess.Popen([sys.executable, "-m", "npo.cli", *argv], cwd=ROOT,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        p.stdout.readline()
+        p.stdout.close()  # what `| head -1` does
+        err = p.stderr.read().decode()
+        p.wait(timeout=120)
+        assert p.returncode == 0 and err == "", (argv, p.returncode, err)
+
+
+def test_debug_is_accepted_before_or_after_the_subcommand():
+    for argv in (["--debug", "cases", "--suite", "nope"], ["cases", "--suite", "nope", "--debug"]):
+        res = _cli(*argv)
+        assert res.returncode != 0 and "Traceback" in res.stderr, argv
+    quiet = _cli("cases", "--suite", "nope")
+    assert quiet.returncode == 2 and "Traceback" not in quiet.stderr

@@ -176,9 +176,14 @@ def test_honesty_break_even_and_lower_bounds():
 
 
 def test_honesty_renderings():
-    t = honesty_frame(_records())
+    t = honesty_frame(_with_samples(_records(), np.random.default_rng(0)))
     md = honesty_markdown(t, "T")
     assert "## n = 128 (N = 16,384), field constant" in md and "LOSES despite" in md
+    # the nonsymmetric ILU in PCG is a negative control, and the table says so
+    assert "| ilu [control] " in md and "`ilu` is a nonsymmetric ILU inside PCG" in md
+    # without samples there is no interval and no claim
+    few = honesty_frame(_records()).set_index("method")
+    assert few.loc["npo", "verdict"] == "too few samples (< 3)"
     assert "| 3.0e-09 " in md  # the true residual is shown beside convergence
     assert "machine: m" in md and "threads" in md and "tie" in md.lower()
     md2 = honesty_markdown(t, "T", skipped=[("diffusion_2d", 128, "constant", "nystrom", "budget"),
@@ -388,3 +393,53 @@ def test_rows_on_several_ranks_are_footnoted():
     assert "jacobi (2 ranks)" in md
     assert "ran on P = 2 MPI processes; its speed-ups are against cg on 1 rank" in md
     assert "MPI processes" not in honesty_markdown(honesty_frame(pd.DataFrame([cg, jac])))
+
+
+def test_the_iterations_plot_never_joins_a_converged_point_to_a_cap(tmp_path, monkeypatch):
+    from matplotlib.axes import Axes
+
+    lines = []
+    real = Axes.plot
+
+    def spy(self, *args, **kw):
+        if len(args) >= 3 and args[2] == "-":
+            lines.append((list(args[0]), list(args[1])))
+        return real(self, *args, **kw)
+
+    monkeypatch.setattr(Axes, "plot", spy)
+    df = pd.DataFrame({"method": ["ilu"] * 3, "n": [32, 64, 128], "field": "constant",
+                       "iterations": [40, 20000, 20000], "converged": [True, False, False],
+                       "reason": ["converged", "maxiter", "maxiter"], "N": [1024, 4096, 16384],
+                       "device": "cpu", "problem": "diffusion_2d"})
+    plots.plot_iterations(df, tmp_path / "it.png")
+    ((xs, ys),) = lines
+    assert xs == [32, 64, 128] and ys[0] == 40 and all(math.isnan(y) for y in ys[1:])
+
+
+def test_a_machine_name_on_another_platform_starts_a_new_series():
+    # the committed "vm" series was measured on an Intel Xeon; a new user's AMD EPYC host that
+    # happens to be called "vm" must not extend it
+    rows = []
+    for k, (cpu, commit, day) in enumerate([("Intel(R) Xeon(R) Processor", "a1", 1),
+                                            ("Intel(R) Xeon(R) Processor", "b2", 2),
+                                            ("AMD EPYC 7B13", "c3", 3)]):
+        rows.append({c: None for c in COLUMNS} | {
+            "source": "cli", "machine": "vm", "cpu": cpu, "cores": 2, "device": "cpu",
+            "blas": "openblas 0.3.30 SkylakeX threads=1" if k < 2 else
+                    "openblas 0.3.30 Zen threads=1",
+            "commit": commit, "commit_date": f"2026-01-0{day}T00:00:00+00:00",
+            "timestamp": f"2026-01-0{day}T00:00:00+00:00", "case": "n32-constant-cg",
+            "problem": "diffusion_2d", "n": 32, "field": "constant", "method": "cg",
+            "iterations": 116, "converged": True, "reason": "converged", "solve_s": 0.002,
+            "setup_s": 1e-5, "apply_s": 1e-6, "code_version": ""})
+    h = hist.history(coerce_dtypes(pd.DataFrame(rows)))
+    series = h.groupby("machine")["commit"].apply(list).to_dict()
+    assert series == {"vm": ["a1", "b2"],
+                      "vm [AMD EPYC 7B13, 2 cores, openblas Zen]": ["c3"]}
+    md = hist.history_markdown(h)
+    assert "machine name 'vm' was used on 2 platforms" in md and "NPO_MACHINE" in md
+    # a row that did not record its platform (an old file) joins the series it matches
+    old = dict(rows[0], cpu=None, blas=None, cores=None, commit="z0",
+               commit_date="2025-12-31T00:00:00+00:00", timestamp=None)
+    h2 = hist.history(coerce_dtypes(pd.DataFrame([old] + rows[:2])))
+    assert set(h2["machine"]) == {"vm"}

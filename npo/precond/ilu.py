@@ -184,7 +184,8 @@ def _five_point(case) -> str | None:
 
 METHODS = [
     MethodSpec("ilu", ILU, krylov="pcg", skip=_ilu_skip,
-               description="SuperLU spilu, default options (nonsymmetric)"),
+               description="SuperLU spilu, default options (nonsymmetric)",
+               control="a nonsymmetric ILU inside PCG, which assumes an SPD preconditioner"),
     MethodSpec("ilu_sym", ILU, dict(ILU_SYMMETRIC), krylov="pcg",
                description="spilu, symmetric setting"),
     MethodSpec("ilu0", ILU0, krylov="pcg", skip=_five_point, description="zero-fill ILU = IC(0)"),

@@ -342,5 +342,7 @@ METHODS = [
     MethodSpec("npo", NPO, krylov="fcg", skip=_npo_skip,
                description="Neural Preconditioning Operator in flexible CG", **_NPO),
     MethodSpec("npo_pcg", NPO, krylov="pcg", skip=_negative_control_skip,
-               description="NPO in plain PCG: negative control", **_NPO),
+               description="NPO in plain PCG: negative control",
+               control="the nonlinear NPO inside plain PCG, which assumes a fixed linear "
+                       "preconditioner", **_NPO),
 ]

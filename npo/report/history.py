@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 
 import numpy as np
@@ -54,6 +55,60 @@ def _commit_order(df: pd.DataFrame) -> pd.Series:
     return df["commit"].map(rank)
 
 
+_THREADS = re.compile(r" threads=\d+")
+
+
+def _fingerprint(r) -> tuple:
+    """(CPU model, cores, BLAS kernels) of a row; '' where the source did not record it."""
+    def text(v):
+        return "" if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)) \
+            else str(v)
+
+    blas = "; ".join(sorted({_THREADS.sub("", b).strip()
+                             for b in text(r.get("blas")).split(";") if b.strip()}))
+    cores = text(r.get("cores"))
+    return text(r.get("cpu")), cores.removesuffix(".0"), blas
+
+
+def _compatible(a: tuple, b: tuple) -> bool:
+    return all(x == y or not x or not y for x, y in zip(a, b, strict=True))
+
+
+def _describe(fp: tuple) -> str:
+    cpu, cores, blas = fp
+    kernel = "; ".join(" ".join(b.split()[::2]) for b in blas.split("; ") if b)  # lib + kernel
+    return ", ".join(x for x in (cpu, f"{cores} cores" if cores else "", kernel) if x)
+
+
+def split_machines(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """One series per machine name *and* platform: rows whose CPU model, core count or BLAS
+    kernel differ from those first measured under the same name get the machine label
+    ``"<name> [<platform>]"``; the notes say why. Unrecorded parts match anything."""
+    if df.empty or "machine" not in df:
+        return df, []
+    out, notes = df.copy(), []
+    when = pd.to_datetime(out.get("timestamp"), utc=True, errors="coerce")
+    for machine, g in out.groupby("machine", sort=False, dropna=True):
+        fps = pd.Series([_fingerprint(r) for _, r in g.iterrows()], index=g.index)
+        order = when[g.index].sort_values(kind="stable", na_position="last").index
+        clusters: list[tuple] = []
+        for i in order:
+            if not any(_compatible(fps[i], c) for c in clusters):
+                clusters.append(fps[i])
+        if len(clusters) < 2:
+            continue
+        for i in g.index:
+            k = next(j for j, c in enumerate(clusters) if _compatible(fps[i], c))
+            if k:
+                out.at[i, "machine"] = f"{machine} [{_describe(clusters[k])}]"
+        notes.append(f"machine name {machine!r} was used on {len(clusters)} platforms: the rows "
+                     f"of {_describe(clusters[0])} keep it; "
+                     + "; ".join(f"{_describe(c)} forms the series '{machine} [{_describe(c)}]'"
+                                 for c in clusters[1:])
+                     + " (name a machine with NPO_MACHINE)")
+    return out, notes
+
+
 def _pool(group: pd.DataFrame, col: str) -> str:
     out = []
     for v in group[col]:
@@ -71,6 +126,7 @@ def history(df: pd.DataFrame, *, threshold: float = TIME_FLAG_RATIO,
     if d.empty:
         raise ValueError("no measurements to build a history from (every case ended early)")
     d["device"] = d["device"].fillna("cpu")
+    d, machine_notes = split_machines(d)
     d["commit_order"] = _commit_order(d)
     d["converged"] = d["converged"].astype("float64")
     keys = SERIES + ["commit"]
@@ -135,6 +191,7 @@ def history(df: pd.DataFrame, *, threshold: float = TIME_FLAG_RATIO,
     h["time_ratio"] = ratios
     h["single_sample"] = single
     h["converged"] = h["converged"].map(lambda v: bool(v) if np.isfinite(v) else np.nan)
+    h.attrs["machine_notes"] = machine_notes
     return h
 
 
@@ -229,9 +286,11 @@ def history_markdown(h: pd.DataFrame, *, threshold: float = TIME_FLAG_RATIO,
         f"{threshold}x either way *and* significant (one-sided Mann-Whitney U, p < {alpha}, on "
         "the raw samples; or disjoint 99% confidence intervals); ¹ single sample (never "
         "flagged: not testable); † measurement protocol or benchmark code changed "
-        "(discontinuity, not a regression). Machines, sources and devices are never mixed.",
+        "(discontinuity, not a regression). Machines (a name and a platform: CPU model, core "
+        "count, BLAS kernel), sources and devices are never mixed.",
         "",
-    ]
+    ] + [f"- {n}" for n in h.attrs.get("machine_notes", [])] + (
+        [""] if h.attrs.get("machine_notes") else [])
     pairs = pair_summary(h)
     for (machine, source, device), g in h.groupby(["machine", "source", "device"], sort=False,
                                                   dropna=False):

@@ -159,17 +159,18 @@ def _verdict(is_baseline, ok, s_it, lo, hi, base_ok, few) -> str:
         return "wins (CG did not converge)" if lo > TIE_BAND else "converges (CG did not)"
     if math.isnan(lo) or math.isnan(hi):  # converged, but without a total time to compare
         return "no wall-clock time"
+    if few:  # no interval, no claim: the speed-up column still shows the point estimate
+        return f"too few samples (< {MIN_SAMPLES})"
     band = verdict_band(lo, hi, TIE_BAND)
-    mark = " (1 sample)" if few else ""
     if band == "wins":
-        return "wins" + mark
+        return "wins"
     if band == "loses":
         # "despite fewer iterations" only when the saving is beyond the same noise band:
         # 759 against 771 iterations is no saving worth a "despite" (it read "1.0x fewer")
         if np.isfinite(s_it) and s_it >= TIE_BAND:
-            return f"LOSES despite {s_it:.1f}x fewer iterations" + mark
-        return "LOSES" + mark
-    return "tie" + mark
+            return f"LOSES despite {s_it:.1f}x fewer iterations"
+        return "LOSES"
+    return "tie"
 
 
 def _break_even(r, b, base_ok) -> str:
@@ -184,8 +185,22 @@ def _break_even(r, b, base_ok) -> str:
     return f"{math.ceil(float(train) / saved):,}"
 
 
+def _controls(labels) -> dict[str, str]:
+    """The negative controls among ``labels`` and why (their descriptors say so; a method
+    that is not installed here is not marked)."""
+    from npo.methods import methods
+
+    try:
+        known = methods()
+    except ValueError:  # a broken plugin must not take the table down
+        return {}
+    return {m: known[m].control for m in set(labels) if m in known and known[m].control}
+
+
 def _display(df: pd.DataFrame) -> pd.DataFrame:
     method = df["method"].astype(str)
+    controls = _controls(method)
+    method = [f"{m} [control]" if m in controls else m for m in method]
     if "ranks" in df and (df["ranks"].fillna(1) > 1).any():
         method = [m if int(k) == 1 else f"{m} ({int(k)} ranks)"
                   for m, k in zip(method, df["ranks"].fillna(1), strict=True)]
@@ -248,9 +263,9 @@ def footnotes(records: pd.DataFrame) -> list[str]:
         f"verdict: 'wins' or 'LOSES' only when the {CI_LEVEL:.0%} bootstrap confidence interval "
         f"of the wall-clock speed-up lies entirely above {TIE_BAND:g} or below "
         f"{1 / TIE_BAND:.3g} (setup and solve samples of both methods resampled); otherwise "
-        f"'tie'. With fewer than {MIN_SAMPLES} samples the point estimate is used and the "
-        "verdict says so. A converged method without a total time reads 'no wall-clock time'.",
-    ] + _rank_note(records) + _ended_note(records)
+        f"'tie'. With fewer than {MIN_SAMPLES} samples there is no verdict: it reads 'too few "
+        "samples'. A converged method without a total time reads 'no wall-clock time'.",
+    ] + _rank_note(records) + _ended_note(records) + _control_note(records)
 
 
 def _rank_note(records: pd.DataFrame) -> list[str]:
@@ -261,6 +276,14 @@ def _rank_note(records: pd.DataFrame) -> list[str]:
     return [f"ranks: a row marked '(P ranks)' ran on P = {', '.join(map(str, ranks))} MPI "
             f"processes; its speed-ups are against {BASELINE} on 1 rank, so they include the "
             "gain from the extra cores and are not a like-for-like comparison of methods."]
+
+
+def _control_note(records: pd.DataFrame) -> list[str]:
+    controls = _controls(records["method"].astype(str)) if "method" in records else {}
+    if not controls:
+        return []
+    return ["[control] marks a negative control, run to show what goes wrong, not a candidate: "
+            + "; ".join(f"`{m}` is {why}" for m, why in sorted(controls.items())) + "."]
 
 
 def _ended_note(records: pd.DataFrame) -> list[str]:
@@ -317,12 +340,13 @@ def honesty_markdown(df: pd.DataFrame, title: str = "Wall-clock honesty table",
 
 
 def honesty_text(df: pd.DataFrame, skipped=None) -> str:
-    """A terminal rendering: one block per case, with what was not run and why."""
+    """A terminal rendering: one block per case, with what was not run and why; the same
+    columns as the Markdown table, so every column the footnotes explain is there."""
     from tabulate import tabulate
 
     blocks = []
     for sec, g in _sections(df):
-        d = _display(g).drop(columns=["krylov", "memory", "true relres"])
+        d = _display(g)
         why = "".join(f"\n{line}" for line in _not_run(skipped, sec) if line)
         blocks.append(_title(sec, g) + "\n" + tabulate(d, headers="keys", showindex=False) + why)
     notes = "\n".join(f"  * {f}" for f in footnotes(df))

@@ -65,6 +65,15 @@ def _read_json(path: Path):
         raise ValueError(f"corrupt results file {str(path)!r}: {exc}") from None
 
 
+def _machine_info(machine_dir: Path) -> dict:
+    """asv's ``machine.json`` of a results folder ({} when absent or unreadable)."""
+    try:
+        data = json.loads((machine_dir / "machine.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def _iso(ms_or_s, unit: str) -> str:
     if ms_or_s is None:
         return ""
@@ -148,6 +157,7 @@ def load_asv(results_dir) -> pd.DataFrame:
             raise ValueError(f"{str(f)!r} is not an asv results file")
         columns = data.get("result_columns", ["result", "params", "version"])
         machine = data.get("params", {}).get("machine") or f.parent.name
+        info = _machine_info(f.parent)
         commit = data["commit_hash"]
         base = {
             "source": "asv",
@@ -157,6 +167,9 @@ def load_asv(results_dir) -> pd.DataFrame:
             "env": data.get("env_name", ""),
             "versions": json.dumps(data.get("requirements", {}), sort_keys=True),
             "device": "cpu",
+            # the platform, from asv's machine file: a series is a name *and* a platform
+            "cpu": info.get("cpu"),
+            "cores": info.get("num_cpu"),
         }
         for bench, raw in data["results"].items():
             metric = ASV_METRICS.get(bench.rsplit(".", 1)[-1])

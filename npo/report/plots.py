@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from npo.fileio import atomic_path
+from npo.schema import harness_outcome
 
 __all__ = ["METHOD_STYLES", "plot_history", "plot_iterations", "plot_time_to_solution", "style"]
 
@@ -146,14 +147,21 @@ def _per_field(df: pd.DataFrame, path, draw, xcol: str, xlabel: str, ylabel: str
 
 
 def plot_iterations(df: pd.DataFrame, path, rs=None) -> Path:
-    """Iterations vs n, one panel per field; unconverged points hollow."""
+    """Iterations vs n, one panel per field; unconverged points hollow and never joined to a
+    converged one (a line from a converged point to an iteration cap draws a trend that is
+    not there); a case the harness ended (out of memory, timed out) has no point."""
 
     def draw(ax, m, method):
         m = m.sort_values("n")
+        if "reason" in m:
+            m = m[~m["reason"].map(harness_outcome).astype(bool)]
+        if m.empty:
+            return None
         st = style(method)
-        line = ax.plot(m["n"], m["iterations"], "-", color=st["color"], alpha=0.8, label=method,
-                       gid=f"method:{method}")[0]
         ok = m["converged"].astype(bool).to_numpy()
+        # NaN breaks the line: it joins consecutive converged points only
+        line = ax.plot(m["n"], m["iterations"].astype(float).where(ok), "-", color=st["color"],
+                       alpha=0.8, label=method, gid=f"method:{method}")[0]
         ax.plot(m["n"][ok], m["iterations"][ok], linestyle="none", marker=st["marker"],
                 color=st["color"], gid=f"method:{method}")
         ax.plot(m["n"][~ok], m["iterations"][~ok], linestyle="none", marker=st["marker"],
