@@ -618,7 +618,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--device", default="cpu",
                    help="cpu (numpy), torch:cpu (the GPU code path on the CPU) or cuda[:k]; "
                         "methods without that device are skipped, with the reason")
-    r.add_argument("--out", default="reports", help="report directory (default reports/)")
+    r.add_argument("--out", default=".npo-bench",
+                   help="report directory (default .npo-bench/, git-ignored; the committed set "
+                        "is written with --out reports)")
     r.add_argument("--threads", type=int, default=1,
                    help="BLAS/OpenMP/torch threads, 1 to the core count (default 1)")
     r.add_argument("--repeats", type=int, default=5,
@@ -669,8 +671,11 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--asv", default=None, help="asv results directory (e.g. .asv/results)")
     rep.add_argument("--benchmarks", default=None,
                      help="pytest-benchmark JSON file or storage directory (.benchmarks)")
-    rep.add_argument("--runs", default=None, help="run store (reports/runs)")
-    rep.add_argument("--out", default="reports", help="output directory (default reports/)")
+    rep.add_argument("--runs", default=None,
+                     help="run store (default: reports/runs and .npo-bench/runs)")
+    rep.add_argument("--out", default=".npo-bench",
+                     help="output directory (default .npo-bench/, git-ignored; the committed set "
+                          "is written with --out reports)")
     rep.add_argument("--skip-bad", action="store_true",
                      help="skip run files that fail validation (with a warning) instead of failing")
     rep.add_argument("--parquet", action="store_true",

@@ -40,8 +40,9 @@ INTERFACE = {
                 (("--device",), "device", "cpu", None, None, None, None,
                  "cpu (numpy), torch:cpu (the GPU code path on the CPU) or cuda[:k]; methods "
                  "without that device are skipped, with the reason"),
-                (("--out",), "out", "reports", None, None, None, None,
-                 "report directory (default reports/)"),
+                (("--out",), "out", ".npo-bench", None, None, None, None,
+                 "report directory (default .npo-bench/, git-ignored; the committed set is "
+                 "written with --out reports)"),
                 (("--threads",), "threads", 1, int, None, None, None,
                  "BLAS/OpenMP/torch threads, 1 to the core count (default 1)"),
                 (("--repeats",), "repeats", 5, int, None, None, None,
@@ -87,9 +88,11 @@ INTERFACE = {
                     "asv results directory (e.g. .asv/results)"),
                    (("--benchmarks",), "benchmarks", None, None, None, None, None,
                     "pytest-benchmark JSON file or storage directory (.benchmarks)"),
-                   (("--runs",), "runs", None, None, None, None, None, "run store (reports/runs)"),
-                   (("--out",), "out", "reports", None, None, None, None,
-                    "output directory (default reports/)"),
+                   (("--runs",), "runs", None, None, None, None, None,
+                    "run store (default: reports/runs and .npo-bench/runs)"),
+                   (("--out",), "out", ".npo-bench", None, None, None, None,
+                    "output directory (default .npo-bench/, git-ignored; the committed set is "
+                    "written with --out reports)"),
                    (("--skip-bad",), "skip_bad", False, None, 0, True, None,
                     "skip run files that fail validation (with a warning) instead of failing"),
                    (("--parquet",), "parquet", False, None, 0, True, None,
@@ -358,10 +361,12 @@ INTERFACE = {
 }
 
 
-def _actions(parser):
+def _actions(parser, sub=False):
+    # a subcommand's --debug (shared by every subcommand) is checked on its own below
     return [(tuple(a.option_strings), a.dest, a.default, a.type, a.nargs, a.const, a.metavar,
              a.help) for a in parser._actions
-            if not isinstance(a, argparse._HelpAction | argparse._SubParsersAction)]
+            if not isinstance(a, argparse._HelpAction | argparse._SubParsersAction)
+            and not (sub and a.dest == "debug")]
 
 
 def test_the_documented_interface():
@@ -381,8 +386,10 @@ def test_the_documented_interface():
         desc, help_, opts = INTERFACE[name]
         assert sp.prog == f"npo-bench {name}"
         assert (sp.description, helps[name]) == (desc, help_), name
-        assert _actions(sp) == opts, name
+        assert _actions(sp, sub=True) == opts, name
         assert sp.get_default("func") is funcs[name]
+        debug = next(a for a in sp._actions if a.dest == "debug")
+        assert debug.option_strings == ["--debug"] and debug.default is argparse.SUPPRESS
     train = sub.choices["train"]
     req = {a.dest: a.required for a in train._actions}
     assert req["out"] is True and not any(v for k, v in req.items() if k != "out")

@@ -1242,7 +1242,7 @@ def test_stems_and_estimates():
     assert build.estimate_run_bytes(0) == 2 * 400 * 1024 + 64 * 1024
     assert build.estimate_run_bytes(10) == 40960 + 2 * 400 * 1024 + 64 * 1024
     assert build.DEFAULT_SOURCES == {"asv_dir": ".asv/results", "benchmarks_dir": ".benchmarks",
-                                     "runs_dir": "reports/runs"}
+                                     "runs_dir": ("reports/runs", ".npo-bench/runs")}
     assert build.CANONICAL_SUITE == "standard"
 
 
@@ -1331,7 +1331,7 @@ def test_build_reports(tmp_path, monkeypatch):
     with pytest.raises(ValueError) as e:
         build.build_reports(out=out)
     assert str(e.value) == ("no results found at the default places (.asv/results, .benchmarks, "
-                            "reports/runs); pass --asv, --benchmarks or --runs")
+                            "reports/runs, .npo-bench/runs); pass --asv, --benchmarks or --runs")
     (tmp_path / "reports").mkdir()
     import shutil
 
@@ -1803,8 +1803,8 @@ def test_build_reports_defaults_skip_bad_and_nothing_to_judge(tmp_path, monkeypa
     _write_run(runs / "m1" / "a.csv", _run_records())
     monkeypatch.chdir(tmp_path)
     build.build_reports(runs_dir=runs)
-    assert (tmp_path / "reports" / "history.md").is_file()
-    assert inspect.signature(build.build_reports).parameters["out"].default == "reports"
+    assert (tmp_path / ".npo-bench" / "history.md").is_file()  # the git-ignored workspace
+    assert inspect.signature(build.build_reports).parameters["out"].default == ".npo-bench"
     (runs / "m1" / "bad.csv").write_text("")
     with pytest.raises(ValueError, match="pass --skip-bad"):
         build.build_reports(runs_dir=runs, out=tmp_path / "o1")

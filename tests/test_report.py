@@ -443,3 +443,26 @@ def test_a_machine_name_on_another_platform_starts_a_new_series():
                commit_date="2025-12-31T00:00:00+00:00", timestamp=None)
     h2 = hist.history(coerce_dtypes(pd.DataFrame([old] + rows[:2])))
     assert set(h2["machine"]) == {"vm"}
+
+
+def test_a_default_report_writes_the_workspace_and_keeps_committed_sections(tmp_path,
+                                                                           monkeypatch):
+    from npo.report import build
+
+    # a fresh clone: the committed frame has pytest-benchmark rows, .benchmarks/ is absent
+    monkeypatch.chdir(tmp_path)
+    path, rec = _store_rows(tmp_path / "reports")
+    committed = load_all(runs_dir=tmp_path / "reports" / "runs",
+                         benchmarks_dir=PYB).drop(columns=["setup_samples", "solve_samples",
+                                                           "apply_samples"])
+    assert (committed["source"] == "pytest-benchmark").any()
+    committed.to_csv(tmp_path / "reports" / "measurements.csv", index=False)
+    before = (tmp_path / "reports" / "measurements.csv").read_bytes()
+    notes = []
+    build.build_reports(notes=notes)
+    assert (tmp_path / "reports" / "measurements.csv").read_bytes() == before  # untouched
+    frame = pd.read_csv(tmp_path / ".npo-bench" / "measurements.csv")
+    k = int((committed["source"] == "pytest-benchmark").sum())
+    assert int((frame["source"] == "pytest-benchmark").sum()) == k
+    assert any(n.startswith("pytest-benchmark: .benchmarks is absent here; the "
+                            f"{k} rows of the committed") for n in notes)

@@ -24,11 +24,17 @@ from npo.report.load import load_all
 from npo.report.store import filter_tag, stage_run
 from npo.schema import SAMPLE_COLUMNS
 
-__all__ = ["DEFAULT_SOURCES", "build_reports", "estimate_run_bytes", "latest_honesty",
+__all__ = ["COMMITTED", "DEFAULT_SOURCES", "WORKSPACE", "build_reports", "estimate_run_bytes", "latest_honesty",
            "report_stem", "write_run_reports"]
 
+#: Where ``run`` and ``report`` write unless told otherwise: a git-ignored workspace, so that
+#: following the README leaves a clone clean. The committed set is written only when asked
+#: (``--out reports``).
+WORKSPACE = ".npo-bench"
+#: The committed report set.
+COMMITTED = "reports"
 DEFAULT_SOURCES = {"asv_dir": ".asv/results", "benchmarks_dir": ".benchmarks",
-                   "runs_dir": "reports/runs"}
+                   "runs_dir": ("reports/runs", f"{WORKSPACE}/runs")}
 #: the suite whose table is the canonical ``honesty.md``
 CANONICAL_SUITE = "standard"
 
@@ -90,22 +96,68 @@ def latest_honesty(df: pd.DataFrame) -> pd.DataFrame | None:
     return honesty.honesty_frame(d.sort_values(["problem", "n", "field"], kind="stable"))
 
 
-def build_reports(asv_dir=None, benchmarks_dir=None, runs_dir=None, out="reports", *,
+def _flat(values) -> list[str]:
+    out = []
+    for v in values:
+        out += [v] if isinstance(v, str | Path) else list(v)
+    return [str(v) for v in out]
+
+
+#: The sources of the committed frame, by the default place that feeds each.
+_SOURCE_OF = {"asv_dir": "asv", "benchmarks_dir": "pytest-benchmark"}
+
+
+def _keep_committed(df: pd.DataFrame, given: dict, notes: list) -> pd.DataFrame:
+    """A default source that is absent here (no ``.benchmarks/`` in a fresh clone) keeps the
+    rows the committed frame has from it, with a note: a report never drops a section
+    silently."""
+    committed = Path(COMMITTED) / "measurements.csv"
+    missing = [src for key, src in _SOURCE_OF.items() if key not in given]
+    if not missing or not committed.is_file():
+        return df
+    from npo.report.load import COLUMNS
+    from npo.report.store import coerce_dtypes
+
+    old = pd.read_csv(committed, dtype=str, keep_default_na=False).replace({"": None})
+    keep = old[old["source"].isin(missing)]
+    for src in missing:
+        k = int((keep["source"] == src).sum())
+        where = DEFAULT_SOURCES["benchmarks_dir" if src == "pytest-benchmark" else "asv_dir"]
+        notes.append(f"{src}: {where} is absent here; " + (
+            f"the {k} rows of the committed {committed} are kept" if k else
+            f"the committed {committed} has none either"))
+    if keep.empty:
+        return df
+    typed = coerce_dtypes(keep.drop(columns=[c for c in keep if c not in COLUMNS]))
+    for c in ("code_version", "env"):
+        typed[c] = keep[c].astype("string") if c in keep else pd.Series(
+            "", index=typed.index, dtype="string")
+    return pd.concat([df, typed[COLUMNS]], ignore_index=True)[COLUMNS]
+
+
+def build_reports(asv_dir=None, benchmarks_dir=None, runs_dir=None, out=WORKSPACE, *,
                   skip_bad: bool = False, notes: list | None = None,
                   parquet: bool = False) -> list[Path]:
     """Load every source, then commit history, tables, measurements and plots as one set."""
     given = {"asv_dir": asv_dir, "benchmarks_dir": benchmarks_dir, "runs_dir": runs_dir}
     notes = notes if notes is not None else []
-    if all(v is None for v in given.values()):
-        given = {k: v for k, v in DEFAULT_SOURCES.items() if Path(v).exists()}
+    defaults = all(v is None for v in given.values())
+    if defaults:
+        given = {}
+        for k, v in DEFAULT_SOURCES.items():
+            found = [p for p in ((v,) if isinstance(v, str) else v) if Path(p).exists()]
+            if found:
+                given[k] = found[0] if isinstance(v, str) else found
         if not given:
             raise ValueError(
                 "no results found at the default places "
-                f"({', '.join(DEFAULT_SOURCES.values())}); pass --asv, --benchmarks or --runs"
-            )
-    if given.get("runs_dir") is not None:
-        recover(given["runs_dir"])  # finish or undo what a killed writer left there
+                f"({', '.join(_flat(DEFAULT_SOURCES.values()))}); pass --asv, --benchmarks or "
+                "--runs")
+    for d in _flat([given.get("runs_dir")] if given.get("runs_dir") is not None else []):
+        recover(d)  # finish or undo what a killed writer left there
     df = load_all(**given, skip_bad=skip_bad, notes=notes)
+    if defaults:
+        df = _keep_committed(df, given, notes)
     h = hist.history(df)
     table = latest_honesty(df)
     out = Path(out)

@@ -289,6 +289,8 @@ def load_all(asv_dir=None, benchmarks_dir=None, runs_dir=None, *, skip_bad: bool
              notes: list | None = None) -> pd.DataFrame:
     """Every given source in one frame with the columns :data:`COLUMNS`.
 
+    ``runs_dir`` is one run store or several (the committed one and the workspace's).
+
     A source that is given but holds nothing yet (an empty ``.benchmarks/``
     left by a test run) is skipped with a line in ``notes`` when at least one
     other source has data.
@@ -304,10 +306,11 @@ def load_all(asv_dir=None, benchmarks_dir=None, runs_dir=None, *, skip_bad: bool
             notes.append(f"{label}: no results under {str(where)!r} yet; skipped")
             continue
         frames.append(loader(where))
-    if runs_dir is not None:
-        runs = load_runs(runs_dir, skip_bad=skip_bad)
+    for store in ([] if runs_dir is None else [runs_dir] if isinstance(runs_dir, str | Path)
+                  else list(runs_dir)):
+        runs = load_runs(store, skip_bad=skip_bad)
         if runs.empty:
-            notes.append(f"run store: no run files under {str(runs_dir)!r} yet; skipped")
+            notes.append(f"run store: no run files under {str(store)!r} yet; skipped")
         else:
             runs["source"] = runs["source"].fillna("cli")
             runs["code_version"] = pd.Series("", index=runs.index, dtype="string")
