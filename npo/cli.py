@@ -228,11 +228,17 @@ def cmd_run(args) -> int:
         "threads": args.threads, "repeats": args.repeats, "cases": [c.id for c in selected]}
     jr = None if args.no_write else _open_journal(args, out, header)
     done = {r["case"]: r for r in jr.records} if jr is not None else {}
-    todo = [c for c in selected if c.id not in done]
+    # a section is measured whole (its methods share rounds): one with a case missing from the
+    # journal is measured again, all of it
+    todo = [c for group in measure.sections(selected) if any(c.id not in done for c in group)
+            for c in group]
+    again = sum(c.id in done for c in todo)
     print(f"npo-bench run: suite {suite.name!r}{' (filtered: ' + filter_text + ')' if filter_text else ''}, "
           f"{len(selected)} cases ({len(skipped)} combinations skipped), threads={args.threads}, "
           f"device={args.device}" + (f"; resuming run {jr.run_id}: {len(done)} measured, "
-                                     f"{len(todo)} to go" if args.resume is not None else ""),
+                                     f"{len(todo) - again} to go"
+                                     + (f" ({again} again: their section was cut)" if again
+                                        else "") if args.resume is not None else ""),
           file=sys.stderr)
 
     # --- measure: every case is in the journal before the next one starts ------------------
@@ -241,17 +247,18 @@ def cmd_run(args) -> int:
                file=sys.stderr, disable=_progress(args))
     hook = _kill_hook()
 
-    def keep(rec):
+    def keep(recs):
         if jr is not None:
-            jr.append(rec)
-            hook()
-        bar.update()
+            jr.extend(recs)
+            for _ in recs:
+                hook()
+        bar.update(len(recs))
 
     try:
         fresh = measure.run_cases(
             todo, memory=memory, case_timeout=args.case_timeout, isolated=isolated,
             suite=suite.name, threads=args.threads, repeats=args.repeats, filter=filter_text,
-            progress=lambda c: bar.set_postfix_str(c.id), on_record=keep)
+            progress=lambda c: bar.set_postfix_str(c.id), on_records=keep)
     except KeyboardInterrupt:
         if jr is None:
             raise Interrupted("no report was written; nothing was replaced") from None

@@ -18,7 +18,9 @@ or raises ends *that case*, not the run:
   (``PR_SET_PDEATHSIG``), so a ``kill -9`` of the harness leaves no orphan.
 
 What comes back is the function's value, or an :class:`Ended` that says why
-there is none. Without ``fork`` (not Linux) the work runs in this process,
+there is none. A :class:`Worker` is the same child kept alive for several
+calls on one object that lives in it (the interleaved rounds of a section,
+:func:`npo.measure.measure_section`). Without ``fork`` (not Linux) the work runs in this process,
 without budgets: :func:`available` says which.
 """
 
@@ -32,7 +34,7 @@ import signal
 import sys
 from dataclasses import dataclass
 
-__all__ = ["Ended", "available", "call", "gib"]
+__all__ = ["Ended", "Worker", "available", "call", "gib"]
 
 GIB = 2**30
 
@@ -83,7 +85,7 @@ _TORCH_BYTES = re.compile(r"allocate (\d+) bytes")
 _UNITS = {"KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}
 
 
-def _child(fn, conn, memory: int | None, parent: int) -> None:
+def _start_child(memory: int | None, parent: int) -> None:
     os.setpgid(0, 0)
     _die_with_parent(parent)
     if memory is not None:
@@ -91,20 +93,50 @@ def _child(fn, conn, memory: int | None, parent: int) -> None:
 
         cap = _vm_size() + int(memory)
         resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+
+
+def _outcome(fn) -> tuple:
     try:
-        out = ("ok", fn())
+        return ("ok", fn())
     except MemoryError as exc:
-        out = ("oom", str(exc))
+        return ("oom", str(exc))
     except BaseException as exc:  # noqa: BLE001 - every failure is the case's outcome
         msg = f"{type(exc).__name__}: {exc}"
-        out = ("oom", msg) if isinstance(exc, RuntimeError) and _TORCH_OOM.search(msg) else (
+        return ("oom", msg) if isinstance(exc, RuntimeError) and _TORCH_OOM.search(msg) else (
             "error", msg)
+
+
+def _send(conn, out) -> None:
     try:
         conn.send(out)
     except Exception as exc:  # noqa: BLE001 - e.g. an unpicklable value
         conn.send(("error", f"the result could not be sent back ({type(exc).__name__}: {exc})"))
+
+
+def _child(fn, conn, memory: int | None, parent: int) -> None:
+    _start_child(memory, parent)
+    _send(conn, _outcome(fn))
     conn.close()
     os._exit(0)  # no atexit handlers, no second flush of the parent's stdio buffers
+
+
+def _serve(make, conn, memory: int | None, parent: int) -> None:
+    """A worker's loop: build the object, then answer ``(method name, args)`` until None."""
+    _start_child(memory, parent)
+    out = _outcome(make)
+    obj = out[1] if out[0] == "ok" else None
+    _send(conn, ("ok", None) if obj is not None else out)
+    while obj is not None:
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):
+            break
+        if msg is None:
+            break
+        name, args = msg
+        _send(conn, _outcome(lambda: getattr(obj, name)(*args)))
+    conn.close()
+    os._exit(0)
 
 
 def _kill(proc) -> None:
@@ -117,6 +149,99 @@ def _kill(proc) -> None:
     except (ProcessLookupError, ValueError):
         pass
     proc.join()
+
+
+def _flush_std() -> None:
+    for stream in (sys.stdout, sys.stderr):  # the child must not inherit unflushed output
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+
+
+def _ended(kind, payload, proc, needs, memory) -> Ended | None:
+    """The :class:`Ended` for a reply that is not a value (None for a value)."""
+    if kind == "ok":
+        return None
+    if kind == "oom":
+        return Ended(_oom_reason(payload, needs, memory))
+    if kind == "error":
+        return Ended(f"error: {payload}")
+    proc.join(timeout=5)
+    code = proc.exitcode
+    if code is not None and code < 0:
+        name = signal.Signals(-code).name
+        why = (" (the kernel's OOM killer, or a kill from outside"
+               + (f"; memory limit {gib(memory)}" if memory is not None else "") + ")"
+               if -code == signal.SIGKILL else "")
+        return Ended(f"killed by {name}{why}")
+    return Ended(f"error: the case's process exited with code {code} and no result")
+
+
+class Worker:
+    """``make()`` run in a forked child that stays: ``call(name, *args)`` runs
+    ``obj.name(*args)`` there, under the same budgets as :func:`call` (``timeout`` per call).
+
+    Once a call ends badly (:class:`Ended`) the worker is gone and every later call returns
+    the same :class:`Ended`. Only for :func:`available` platforms.
+    """
+
+    def __init__(self, make, *, memory: int | None = None, timeout: float | None = None,
+                 needs: int | None = None):
+        self.memory, self.timeout, self.needs = memory, timeout, needs
+        self.ended: Ended | None = None
+        ctx = multiprocessing.get_context("fork")
+        self._conn, child_end = ctx.Pipe(duplex=True)
+        _flush_std()
+        self._proc = ctx.Process(target=_serve, args=(make, child_end, memory, os.getpid()))
+        self._proc.start()
+        child_end.close()
+        self._reply()
+
+    def _reply(self):
+        wait = (None if self.timeout is None or not math.isfinite(self.timeout)
+                else max(float(self.timeout), 0.0))
+        if not self._conn.poll(wait):
+            _kill(self._proc)
+            self._conn.close()
+            self.ended = Ended(f"timed out after {wait:.0f} s")
+            return self.ended
+        try:
+            kind, payload = self._conn.recv()
+        except (EOFError, OSError):
+            kind, payload = None, None
+        ended = _ended(kind, payload, self._proc, self.needs, self.memory)
+        if ended is not None:
+            self.close()
+            self.ended = ended
+            return ended
+        return payload
+
+    def call(self, name: str, *args):
+        """``obj.name(*args)`` in the child, or the :class:`Ended` that stopped the worker."""
+        if self.ended is not None:
+            return self.ended
+        try:
+            self._conn.send((name, args))
+        except (BrokenPipeError, OSError):
+            self.close()
+            self.ended = Ended("error: the case's process is gone")
+            return self.ended
+        return self._reply()
+
+    def close(self) -> None:
+        """Stop the child (politely, then by force)."""
+        if self._conn.closed:
+            return
+        if self._proc.is_alive():
+            try:
+                self._conn.send(None)
+            except (BrokenPipeError, OSError):
+                pass
+            self._proc.join(timeout=2)
+        if self._proc.is_alive():
+            _kill(self._proc)
+        self._conn.close()
 
 
 def _oom_reason(message: str, needs: int | None, memory: int | None) -> str:
@@ -147,11 +272,7 @@ def call(fn, *, memory: int | None = None, timeout: float | None = None,
             return Ended(f"error: {type(exc).__name__}: {exc}")
     ctx = multiprocessing.get_context("fork")
     recv, send = ctx.Pipe(duplex=False)
-    for stream in (sys.stdout, sys.stderr):  # the child must not inherit unflushed output
-        try:
-            stream.flush()
-        except (OSError, ValueError):
-            pass
+    _flush_std()
     proc = ctx.Process(target=_child, args=(fn, send, memory, os.getpid()))
     proc.start()
     send.close()
@@ -165,20 +286,8 @@ def call(fn, *, memory: int | None = None, timeout: float | None = None,
         except (EOFError, OSError):
             kind, payload = None, None
         proc.join()
-        if kind == "ok":
-            return payload
-        if kind == "oom":
-            return Ended(_oom_reason(payload, needs, memory))
-        if kind == "error":
-            return Ended(f"error: {payload}")
-        code = proc.exitcode
-        if code is not None and code < 0:
-            name = signal.Signals(-code).name
-            why = (" (the kernel's OOM killer, or a kill from outside"
-                   + (f"; memory limit {gib(memory)}" if memory is not None else "") + ")"
-                   if -code == signal.SIGKILL else "")
-            return Ended(f"killed by {name}{why}")
-        return Ended(f"error: the case's process exited with code {code} and no result")
+        ended = _ended(kind, payload, proc, needs, memory)
+        return payload if ended is None else ended
     finally:
         if proc.is_alive():
             _kill(proc)

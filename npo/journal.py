@@ -120,16 +120,20 @@ class Journal:
 
     def append(self, record: dict) -> None:
         """Add one case's record: written, flushed and fsynced before this returns."""
+        self.extend([record])
+
+    def extend(self, records: list[dict]) -> None:
+        """Add the records of one section in one write, flushed and fsynced."""
         if self._f is None:
             self._f = open(self.path, "r+b")  # noqa: SIM115 - kept open for the run
             self._f.truncate(self._good)  # a torn last line goes before anything is added
             self._f.seek(self._good)
-        data = _line(record)
+        data = b"".join(_line(r) for r in records)
         self._f.write(data)
         self._f.flush()
         os.fsync(self._f.fileno())
         self._good += len(data)
-        self.records.append(record)
+        self.records.extend(records)
 
     def close(self) -> None:
         if self._f is not None:

@@ -65,10 +65,12 @@ __all__ = [
     "make_preconditioner",
     "measure",
     "measure_case",
+    "measure_section",
     "on_device",
     "outcome_record",
     "problem",
     "run_cases",
+    "sections",
     "solve",
     "time_setup",
     "time_solve",
@@ -355,21 +357,88 @@ def measure(
 def _measure_here(case: Case, *, suite: str, source: str, threads: int, repeats: int,
                   filter: str) -> dict:
     with env.pinned_threads(threads):
-        p = problem(case)
-        A, b = on_device(case, p)  # every timing below is on the case's device
-        spmv = timing.time_spmv(A, repeats=repeats, device=case.device)
-        setup, M = time_setup(case, p, repeats=repeats)
-        _, peak = timing.peak_bytes(lambda: make_preconditioner(case, p).setup(p.A))
-        apply = timing.time_apply(M, p.N, repeats=repeats, device=case.device)
-        solves, res = time_solve(case, A, b, M, repeats=repeats)
+        session = _Session(case, repeats=repeats)
+        while session.round():
+            pass
+        return session.record(suite=suite, source=source, filter=filter)
+
+
+#: Iterations of the untimed warm-up solve of every case.
+WARMUP_ITERATIONS = 10
+
+
+def _capped(case: Case, maxiter: int) -> Case:
+    from dataclasses import replace
+
+    return replace(case, method=replace(case.method, maxiter=min(int(maxiter), case.maxiter)))
+
+
+class _Session:
+    """One case's protocol, in rounds: built once, then one sample of each timed stage per
+    :meth:`round`, then :meth:`record`.
+
+    A case measured alone runs its rounds back to back (:func:`measure`); the cases of a
+    section run theirs interleaved, each in its own process (:func:`measure_section`), so that
+    sample k of every method, CG included, is taken in the same round k. Sample k of a stage
+    always comes from round k: a stage stops taking samples once it has
+    :data:`MIN_STAGE_SAMPLES` and has spent :data:`STAGE_BUDGET_S`, or (the solve) once a
+    solve did not converge.
+    """
+
+    def __init__(self, case: Case, *, repeats: int):
+        self.case, self.repeats = case, int(repeats)
+        self.p = p = problem(case)
+        self.A, self.b = on_device(case, p)  # every timing below is on the case's device
+        self.spmv = timing.time_spmv(self.A, repeats=repeats, device=case.device)
+        make_preconditioner(case, p).setup(p.A)  # warm-up: imports, caches
+        _, self.peak = timing.peak_bytes(lambda: make_preconditioner(case, p).setup(p.A))
+        self.M = make_preconditioner(case, p).setup(p.A)
+        self.apply = timing.time_apply(self.M, p.N, repeats=repeats, device=case.device)
+        # warm-up of the solve: a few iterations touch its code and allocate its vectors, so
+        # that round 0 is not the one that pays for first use
+        solve(_capped(case, WARMUP_ITERATIONS), self.A, self.b, self.M)
+        self.setup: list[float] = []
+        self.solves: list[float] = []
+        self.res = None
+
+    def _wants(self, samples: list[float]) -> bool:
+        n = len(samples)
+        return n < self.repeats and (n < min(self.repeats, MIN_STAGE_SAMPLES)
+                                     or sum(samples) < STAGE_BUDGET_S)
+
+    def _solving(self) -> bool:
+        return (self.res is None or self.res.converged) and self._wants(self.solves)
+
+    def round(self) -> bool:
+        """One sample of each stage that wants one; True while a stage wants more."""
+        case, p = self.case, self.p
+        if self._wants(self.setup):
+            t, self.M = timing.stage_samples(
+                _synced(case, lambda: make_preconditioner(case, p).setup(p.A)), 1)
+            self.setup += t
+        if self._solving():
+            t, res = timing.stage_samples(_synced(case, lambda: solve(case, self.A, self.b,
+                                                                        self.M)), 1)
+            if self.res is not None and res.iterations != self.res.iterations:
+                raise RuntimeError(
+                    f"{case.id}: iteration count changed between repeats "
+                    f"({self.res.iterations} vs {res.iterations}); the solve is not "
+                    "deterministic")
+            self.solves += t
+            self.res = res
+        return self._wants(self.setup) or self._solving()
+
+    def record(self, suite: str = "", source: str = "cli", filter: str = "",
+               paired: str = "") -> dict:
+        case, p, res, M = self.case, self.p, self.res, self.M
         x_star = direct_solution(case)
-        environment = env.environment(case.device)
-    return build_record(
-        case, p, environment, spmv=spmv, setup=setup, apply=apply, solves=solves,
-        iterations=res.iterations, converged=res.converged, reason=res.reason,
-        relres=res.relres, true_relres=res.true_relres, relerr=_relerr(res.x, x_star),
-        krylov=res.method, train_s=float(M.train_s), nbytes=int(M.nbytes), peak=peak,
-        info=M.info, suite=suite, source=source, filter=filter)
+        return build_record(
+            case, p, env.environment(case.device), spmv=self.spmv, setup=self.setup,
+            apply=self.apply, solves=self.solves, iterations=res.iterations,
+            converged=res.converged, reason=res.reason, relres=res.relres,
+            true_relres=res.true_relres, relerr=_relerr(res.x, x_star), krylov=res.method,
+            train_s=float(M.train_s), nbytes=int(M.nbytes), peak=self.peak, info=M.info,
+            suite=suite, source=source, filter=filter, paired=paired)
 
 
 def build_record(case: Case, p: Problem | None, environment: dict, *, spmv, setup, apply, solves,
@@ -377,7 +446,7 @@ def build_record(case: Case, p: Problem | None, environment: dict, *, spmv, setu
                  true_relres: float, relerr: float, krylov: str, train_s: float, nbytes: int,
                  peak: int, info: dict, suite: str = "", source: str = "cli", filter: str = "",
                  ranks: int | None = None, cores: int | None = None,
-                 versions: dict | None = None) -> dict:
+                 versions: dict | None = None, paired: str = "") -> dict:
     """One record (:data:`npo.schema.RECORD_COLUMNS`) from a case's samples and outcome.
 
     ``spmv``, ``setup``, ``apply`` and ``solves`` are the samples in seconds
@@ -450,6 +519,7 @@ def build_record(case: Case, p: Problem | None, environment: dict, *, spmv, setu
         "nbytes": int(nbytes),
         "setup_peak_bytes": int(peak),
         "info": json.dumps(info, sort_keys=True, default=str),
+        "paired": paired,
     }
     assert list(rec) == RECORD_COLUMNS
     return rec
@@ -549,18 +619,142 @@ def _named(case: Case, reason: str) -> str:
         "error") else reason
 
 
-def run_cases(cases, *, progress=None, on_record=None, case_timeout: float | None = None,
-              **kwargs) -> list[dict]:
-    """Measure every case with :func:`measure_case` (``progress(case)`` before,
-    ``on_record(rec)`` after each); a case that fails is a record, and the run goes on.
-    ``case_timeout`` is every case's time budget (None: :func:`default_timeout` of each)."""
-    out = []
+def _section_key(case: Case) -> tuple:
+    return (case.device, case.problem, case.n, case.field.label)
+
+
+def _interleavable(case: Case, isolated: bool) -> bool:
+    """Cases that can share rounds in child processes: one rank, not CUDA (no fork)."""
+    return (isolated and isolate.available() and case.ranks == 1
+            and not case.device.startswith("cuda"))
+
+
+def sections(cases) -> list[list[Case]]:
+    """The cases grouped by section (device, problem, n, field), in order of first appearance:
+    the unit whose methods, CG included, are measured in interleaved rounds."""
+    groups: dict[tuple, list[Case]] = {}
     for c in cases:
+        groups.setdefault(_section_key(c), []).append(c)
+    return list(groups.values())
+
+
+def _open_session(case: Case, repeats: int, threads: int) -> _Session:
+    env.pin_process(threads)  # the worker's whole life runs with pinned threads
+    return _Session(case, repeats=repeats)
+
+
+def measure_section(cases, *, memory: int | None = None, case_timeout: float | None = None,
+                    suite: str = "", source: str = "cli", threads: int = env.DEFAULT_THREADS,
+                    repeats: int = STAGE_REPEATS, filter: str = "") -> list[dict]:
+    """The records of one section's cases, their samples taken in interleaved rounds.
+
+    Every case gets a worker process (:class:`npo.isolate.Worker`) under its budgets; in round
+    k each worker takes sample k of its stages, in forward order in even rounds and reverse
+    order in odd ones, so that a load that comes and goes falls on every method of the round,
+    CG included, and the verdicts can compare method and CG round by round (the records share
+    ``paired``). A case whose worker ends badly becomes its outcome record and the others go
+    on. A section whose memory estimates do not fit the budget together is measured one case
+    at a time (unpaired).
+    """
+    cases = list(cases)
+    kw = dict(suite=suite, source=source, threads=threads, filter=filter)
+    needs = {c.id: estimate_bytes(c) for c in cases}
+    if len(cases) == 1 or (memory is not None and sum(needs.values()) > memory):
+        return [measure_case(c, memory=memory, timeout=_budget(c, case_timeout),
+                             repeats=repeats, **kw) for c in cases]
+    out: dict[str, dict] = {}
+    p = None
+    try:
+        env.environment(cases[0].device)
+        with env.pinned_threads(threads):
+            p = problem(cases[0])
+            direct_solution(cases[0])
+    except Exception as exc:  # noqa: BLE001 - a section that cannot be built is an outcome
+        return [outcome_record(c, _named(c, _error(exc)), **kw) for c in cases]
+    paired = datetime.now(UTC).isoformat(timespec="microseconds")
+    live: dict[str, tuple[Case, isolate.Worker]] = {}
+    left = {c.id: _budget(c, case_timeout) for c in cases}
+
+    def end(c: Case, ended: isolate.Ended) -> None:
+        out[c.id] = outcome_record(c, _named(c, ended.reason), p=p, **kw)
+        live.pop(c.id, None)
+
+    def call(c: Case, w: isolate.Worker, name: str, *args):
+        w.timeout = left[c.id]
+        t0 = time.perf_counter()
+        res = w.call(name, *args)
+        left[c.id] = max(left[c.id] - (time.perf_counter() - t0), 0.0)
+        if isinstance(res, isolate.Ended):
+            end(c, res)
+        return res
+
+    for c in cases:
+        if memory is not None and needs[c.id] > memory:
+            out[c.id] = outcome_record(c, f"out of memory (needs ≈{isolate.gib(needs[c.id])}, "
+                                          f"limit {isolate.gib(memory)}): not started", **kw)
+            continue
+        t0 = time.perf_counter()
+        w = isolate.Worker(lambda c=c: _open_session(c, repeats, threads), memory=memory,
+                           timeout=left[c.id], needs=needs[c.id])
+        left[c.id] = max(left[c.id] - (time.perf_counter() - t0), 0.0)
+        if w.ended is not None:
+            end(c, w.ended)
+        else:
+            live[c.id] = (c, w)
+    k = 0
+    try:
+        while live:
+            order = list(live.values()) if k % 2 == 0 else list(reversed(live.values()))
+            for c, w in order:
+                more = call(c, w, "round")
+                if more is False:
+                    rec = call(c, w, "record", suite, source, filter, paired)
+                    if not isinstance(rec, isolate.Ended):
+                        out[c.id] = rec
+                    w.close()
+                    live.pop(c.id, None)
+            k += 1
+    finally:
+        for _, w in live.values():
+            w.close()
+    return [out[c.id] for c in cases]
+
+
+def _budget(case: Case, case_timeout: float | None) -> float:
+    return case_timeout if case_timeout is not None else default_timeout(case)
+
+
+def run_cases(cases, *, progress=None, on_record=None, on_records=None,
+              case_timeout: float | None = None, isolated: bool = True, memory=None,
+              **kwargs) -> list[dict]:
+    """Measure every case; a case that fails is a record, and the run goes on.
+
+    Cases are measured by section (:func:`sections`): in interleaved rounds with
+    :func:`measure_section` where they can share rounds, else one by one with
+    :func:`measure_case`. ``progress(case)`` is called before each case or section's first
+    case, ``on_records(records)`` once per section and ``on_record(rec)`` for each record, as
+    soon as its section is measured. ``case_timeout`` is every case's time budget (None:
+    :func:`default_timeout` of each).
+    """
+    out = []
+    for group in sections(cases):
         if progress is not None:
-            progress(c)
-        rec = measure_case(c, timeout=case_timeout if case_timeout is not None
-                           else default_timeout(c), **kwargs)
-        out.append(rec)
+            progress(group[0])
+        shared = [c for c in group if _interleavable(c, isolated)]
+        if len(shared) > 1:
+            recs = {r["case"]: r for r in measure_section(
+                shared, memory=memory, case_timeout=case_timeout, **kwargs)}
+        else:
+            recs = {}
+        for c in group:
+            if c.id not in recs:
+                recs[c.id] = measure_case(c, timeout=_budget(c, case_timeout),
+                                          isolated=isolated, memory=memory, **kwargs)
+        batch = [recs[c.id] for c in group]
+        out += batch
+        if on_records is not None:
+            on_records(batch)
         if on_record is not None:
-            on_record(rec)
+            for rec in batch:
+                on_record(rec)
     return out

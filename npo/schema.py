@@ -59,8 +59,10 @@ __all__ = [
 #: Version of the measurement protocol (npo.measure). Version 1 was the
 #: protocol before records carried a version; 2 adds repeated samples of every
 #: timed stage (verdict confidence intervals), setup in SpMV units and the
-#: setup memory peak.
-PROTOCOL_VERSION = 2
+#: setup memory peak; 3 takes the samples of a section's methods (CG included)
+#: in interleaved rounds, sample k of every method in round k, and each solve
+#: sample with the preconditioner set up in the same round.
+PROTOCOL_VERSION = 3
 
 DEFAULT_PROBLEM = "diffusion_2d"
 
@@ -83,6 +85,9 @@ RECORD_COLUMNS = [
     "setup_s_lo", "setup_s_hi", "apply_s_lo", "apply_s_hi", "solve_s_lo", "solve_s_hi",
     # the method
     "train_s", "nbytes", "setup_peak_bytes", "info",
+    # the section run whose rounds this record's samples belong to ("" when measured alone):
+    # records with the same value took sample k in the same round k
+    "paired",
 ]  # fmt: skip
 
 #: The raw timing samples of a record (JSON lists in text files; :func:`decode_samples`).
@@ -99,7 +104,7 @@ DTYPES: dict[str, str] = {
     **{c: "string" for c in (
         "commit", "commit_date", "machine", "cpu", "blas", "device", "source", "suite",
         "filter", "versions", "case", "problem", "field", "method", "precond", "krylov",
-        "rhs", "reason", "setup_samples", "solve_samples", "apply_samples", "info")},
+        "rhs", "reason", "setup_samples", "solve_samples", "apply_samples", "info", "paired")},
     **{c: "Int64" for c in (
         "protocol_version", "cores", "threads", "ranks", "n", "N", "nnz", "maxiter",
         "iterations", "nbytes", "setup_peak_bytes")},

@@ -34,7 +34,9 @@ __all__ = [
     "ALPHA",
     "MIN_SAMPLES",
     "Change",
+    "drift",
     "mwu_greater",
+    "paired_ratio_ci",
     "significant_change",
     "speedup_ci",
     "verdict_band",
@@ -128,6 +130,40 @@ def speedup_ci(base_groups: Sequence[Sequence[float]], groups: Sequence[Sequence
     tail = (1 - level) / 2
     lo, hi = np.quantile(ratios, [tail, 1 - tail])
     return p_base / p_m, float(lo), float(hi)
+
+
+def paired_ratio_ci(base: Sequence[float], other: Sequence[float], *, level: float = 0.95,
+                    n_boot: int = 4000, seed: int = 0) -> tuple[float, float, float]:
+    """Speed-up from paired rounds: the median of ``base[k] / other[k]`` with a bootstrap CI.
+
+    Round k of both was taken at the same time (interleaved), so a load that slows the
+    machine for a while divides out of each ratio. The bootstrap resamples rounds (seeded)
+    and returns ``(estimate, low, high)`` at ``level``; NaN without a complete pair.
+    """
+    b, o = np.asarray(base, dtype=float), np.asarray(other, dtype=float)
+    n = min(b.size, o.size)
+    b, o = b[:n], o[:n]
+    ok = np.isfinite(b) & np.isfinite(o) & (o > 0)
+    ratios = b[ok] / o[ok]
+    if ratios.size == 0:
+        return math.nan, math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, ratios.size, size=(n_boot, ratios.size))
+    boot = np.median(ratios[idx], axis=1)
+    tail = (1 - level) / 2
+    lo, hi = np.quantile(boot, [tail, 1 - tail])
+    return float(np.median(ratios)), float(lo), float(hi)
+
+
+def drift(samples: Sequence[float]) -> float:
+    """How far a series of round samples moved: min of the last two / min of the first two
+    (1.0 means steady; NaN under three samples). The minimum of two ignores one slow sample
+    (the first solve after a setup is often one)."""
+    x = np.asarray(samples, dtype=float)
+    x = x[np.isfinite(x)]
+    if x.size < 3:
+        return math.nan
+    return float(np.min(x[-2:]) / np.min(x[:2]))
 
 
 def verdict_band(low: float, high: float, band: float) -> str:

@@ -537,14 +537,14 @@ def _fake_records(cases_, suite, filter_text=""):
 def fake_run(monkeypatch):
     seen = {}
 
-    def run_cases(selected, *, suite, threads, repeats, filter, progress, on_record, memory,
+    def run_cases(selected, *, suite, threads, repeats, filter, progress, on_records, memory,
                   case_timeout, isolated):
         seen.update(ids=[c.id for c in selected], suite=suite, threads=threads, repeats=repeats,
                     filter=filter)
         recs = _fake_records(selected, suite, filter)
         for c, r in zip(selected, recs, strict=True):
             progress(c)
-            on_record(r)
+            on_records([r])
         return recs
 
     monkeypatch.setattr(measure, "run_cases", run_cases)
@@ -900,8 +900,8 @@ def test_run_unfiltered_suite_with_a_skip_progress_and_timing(capsys, fake_run, 
         def set_postfix_str(self, s):
             self.events.append(("postfix", s))
 
-        def update(self):
-            self.events.append(("update",))
+        def update(self, n=1):
+            self.events.append(("update", n))
 
         def close(self):
             self.events.append(("close",))
@@ -918,7 +918,7 @@ def test_run_unfiltered_suite_with_a_skip_progress_and_timing(capsys, fake_run, 
     (bar,) = bars
     assert bar.kw == {"total": 1, "initial": 0, "unit": "case", "file": sys.stderr,
                       "disable": False}
-    assert bar.events == [("postfix", "poisson_3d-n4-constant-cg"), ("update",), ("close",)]
+    assert bar.events == [("postfix", "poisson_3d-n4-constant-cg"), ("update", 1), ("close",)]
     assert "\nmeasured 1 cases in 2.5 s\n" in err
     assert "Not run here (the catalogue's reasons): `ilu0`: " in printed
     md = (out / "honesty-s2.md").read_text()

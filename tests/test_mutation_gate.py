@@ -475,7 +475,7 @@ def test_collect(fake_measure):
                             ("n32-constant-amg_sa", 4, False, False, 1.0, 1)]
     created = out.pop("created")
     assert len(created) == 25 and created.endswith("+00:00") and created[10] == "T"
-    assert out == {"format": 2, "protocol_version": 2, "suite": "quick", "threads": 1,
+    assert out == {"format": 2, "protocol_version": 3, "suite": "quick", "threads": 1,
                    "repeats": 4, "platform": {"cpu": "fake"}, "machine": "fm",
                    "commit": "abc123def4567890",
                    "cases": {"n32-constant-cg": _fake_row(sel[0]),

@@ -35,12 +35,17 @@ def fake(monkeypatch):
         calls["apply"].append((repeats, N, device))
         return list(APPLY)
 
+    taken = {"setup": 0, "solve": 0}
+
     def stage_samples(fn, repeats, *, budget=math.inf, min_repeats=1, stop=None):
-        calls["stage"].append((repeats, budget, min_repeats, stop is not None))
+        # the protocol takes one sample of a stage per round: setup, then solve
+        assert repeats == 1
         result = fn()
-        if stop is not None:
-            return list(SOLVE), result
-        return list(SETUP), result
+        kind = "solve" if isinstance(result, krylov.SolveResult) else "setup"
+        src = SOLVE if kind == "solve" else SETUP
+        calls["stage"].append(kind)
+        taken[kind] += 1
+        return [src[(taken[kind] - 1) % len(src)]], result
 
     monkeypatch.setattr(timing, "time_spmv", time_spmv)
     monkeypatch.setattr(timing, "time_apply", time_apply)
@@ -69,7 +74,7 @@ def test_record_fields_exactly(fake):
     spmv, setup, apply, solve = (statistics.median(x) for x in (SPMV, SETUP, APPLY, SOLVE))
     e = env.environment()
     want = {
-        "protocol_version": 2, "commit": e["commit"], "commit_date": e["commit_date"],
+        "protocol_version": 3, "commit": e["commit"], "commit_date": e["commit_date"],
         "machine": "box1", "cpu": e["cpu"], "cores": e["cores"], "blas": e["blas"],
         "device": "cpu", "source": "src", "suite": "s1", "filter": "--n 32", "threads": 1,
         "ranks": 1, "versions": json.dumps(e["versions"], sort_keys=True),
@@ -97,7 +102,7 @@ def test_record_fields_exactly(fake):
     ts = rec["timestamp"]
     assert ts.endswith("+00:00") and len(ts) == len("2024-01-01T00:00:00.000000+00:00")
     assert fake["spmv"] == [(3, "cpu", "csr_matrix")] and fake["apply"] == [(3, 1024, "cpu")]
-    assert fake["stage"] == [(3, 10.0, 3, False), (3, 10.0, 3, True)]
+    assert fake["stage"] == ["setup", "solve"] * 3  # interleaved: one of each per round
     assert isinstance(rec["iterations"], int) and isinstance(rec["converged"], bool)
     assert isinstance(rec["nnz"], int) and isinstance(rec["setup_peak_bytes"], int)
 
@@ -105,12 +110,12 @@ def test_record_fields_exactly(fake):
 def test_record_defaults_and_min_repeats(fake):
     rec = measure.measure(cases.get_case("n32-constant-amg_sa"))
     assert (rec["source"], rec["suite"], rec["filter"], rec["threads"]) == ("cli", "", "", 1)
-    assert fake["stage"][0] == (5, 10.0, 3, False)
+    assert fake["stage"] == ["setup", "solve"] * 5  # the default: 5 rounds
     info = json.loads(rec["info"])
     assert list(info) == sorted(info) and info["solver"] == "sa"
     fake["stage"].clear()
     measure.measure(cases.get_case("n32-constant-cg"), repeats=2)
-    assert fake["stage"] == [(2, 10.0, 2, False), (2, 10.0, 2, True)]
+    assert fake["stage"] == ["setup", "solve"] * 2
 
 
 def test_unconverged_record(fake, monkeypatch):
@@ -121,8 +126,10 @@ def test_unconverged_record(fake, monkeypatch):
         5, False, "maxiter", 5)
     for k in ("solve_s", "total_s", "solve_s_lo", "solve_s_hi"):
         assert math.isnan(rec[k]), k
-    assert rec["solve_samples"] == "[]" and rec["elapsed_s"] == 8e-3
-    assert rec["iter_s"] == 8e-3 / 5 and rec["iter_per_spmv"] == 8e-3 / 5 / 2e-6
+    # an unconverged solve is not repeated; setups go on to their three samples
+    assert rec["solve_samples"] == "[]" and rec["elapsed_s"] == 9e-3
+    assert rec["iter_s"] == 9e-3 / 5 and rec["iter_per_spmv"] == 9e-3 / 5 / 2e-6
+    assert rec["setup_samples"] == "[0.001, 0.003, 0.002]"
 
 
 def test_zero_iterations_divide_by_one(fake, monkeypatch):
@@ -131,7 +138,7 @@ def test_zero_iterations_divide_by_one(fake, monkeypatch):
     c = replace(cases.get_case("n8-constant-cg"), method=spec)
     rec = measure.measure(c, repeats=3)
     assert rec["iterations"] == 0 and rec["converged"]
-    assert rec["iter_s"] == 8e-3 and rec["krylov"] == "pcg"
+    assert rec["iter_s"] == 8e-3 and rec["krylov"] == "pcg"  # the median of the solve samples
 
 
 def test_ranks_go_to_the_runner():

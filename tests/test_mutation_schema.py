@@ -18,7 +18,7 @@ from npo.schema import (
 
 
 def test_protocol_and_default_problem():
-    assert schema.PROTOCOL_VERSION == 2 and schema.DEFAULT_PROBLEM == "diffusion_2d"
+    assert schema.PROTOCOL_VERSION == 3 and schema.DEFAULT_PROBLEM == "diffusion_2d"
 
 
 def test_record_columns_in_order():
@@ -33,7 +33,7 @@ def test_record_columns_in_order():
         "iter_s", "iter_per_spmv", "elapsed_s",
         "setup_samples", "solve_samples", "apply_samples",
         "setup_s_lo", "setup_s_hi", "apply_s_lo", "apply_s_hi", "solve_s_lo", "solve_s_hi",
-        "train_s", "nbytes", "setup_peak_bytes", "info",
+        "train_s", "nbytes", "setup_peak_bytes", "info", "paired",
     ]  # fmt: skip
     assert REQUIRED_COLUMNS == [
         "protocol_version", "commit", "machine", "device", "timestamp", "case", "problem",
@@ -49,7 +49,7 @@ def test_declared_dtypes():
         "string": {"commit", "commit_date", "machine", "cpu", "blas", "device", "source", "suite",
                    "filter", "versions", "case", "problem", "field", "method", "precond",
                    "krylov", "rhs", "reason", "setup_samples", "solve_samples", "apply_samples",
-                   "info"},
+                   "info", "paired"},
         "Int64": {"protocol_version", "cores", "threads", "ranks", "n", "N", "nnz", "maxiter",
                   "iterations", "nbytes", "setup_peak_bytes"},
         "boolean": {"converged"},

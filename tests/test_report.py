@@ -466,3 +466,38 @@ def test_a_default_report_writes_the_workspace_and_keeps_committed_sections(tmp_
     assert int((frame["source"] == "pytest-benchmark").sum()) == k
     assert any(n.startswith("pytest-benchmark: .benchmarks is absent here; the "
                             f"{k} rows of the committed") for n in notes)
+
+
+def _paired_rows(cg_totals, m_totals, key="2026-12-08T00:00:00.000000+00:00"):
+    rows = []
+    for method, tot in (("cg", cg_totals), ("amg_sa", m_totals)):
+        r = _records().iloc[0].to_dict() | {
+            "method": method, "iterations": 400 if method == "cg" else 10, "paired": key,
+            "setup_samples": json.dumps([0.0] * len(tot)), "solve_samples": json.dumps(tot),
+            "setup_s": 0.0, "solve_s": float(np.median(tot)), "total_s": float(np.median(tot))}
+        rows.append(r)
+    return pd.DataFrame(rows)
+
+
+def test_paired_rounds_see_through_a_load_that_hits_both():
+    # a load slows rounds 2 and 3 of both by 3x: the per-round ratios stay 2, so the verdict
+    # is a confident "wins"; judged unpaired, the inflated samples blur it into a tie
+    cg = [0.10, 0.10, 0.30, 0.30, 0.10, 0.10]
+    amg = [0.05, 0.05, 0.15, 0.15, 0.05, 0.05]
+    t = honesty_frame(_paired_rows(cg, amg)).set_index("method")
+    assert t.loc["amg_sa", "verdict"] == "wins"
+    assert t.loc["amg_sa", "speedup_wall_x"] == pytest.approx(2.0)
+    assert t.loc["amg_sa", "wall_ci_lo"] == pytest.approx(2.0)
+
+
+def test_a_baseline_that_drifts_during_its_section_is_unstable_not_a_verdict():
+    cg = [0.10, 0.10, 0.10, 0.20, 0.20]  # the machine got twice as slow and stayed so
+    amg = [0.30, 0.30, 0.30, 0.30, 0.30]
+    t = honesty_frame(_paired_rows(cg, amg)).set_index("method")
+    assert t.loc["amg_sa", "verdict"] == "unstable (machine load)"
+    assert t.loc["cg", "verdict"] == "baseline"
+    # the same samples from different runs are not paired: the old rule applies
+    other = _paired_rows(cg, amg)
+    other.loc[1, "paired"] = "another run"
+    assert honesty_frame(other).set_index("method").loc["amg_sa", "verdict"] != (
+        "unstable (machine load)")

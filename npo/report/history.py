@@ -31,7 +31,7 @@ import pandas as pd
 
 from npo.schema import METRICS, harness_outcome
 from npo.schema import decode_samples as _samples
-from npo.stats import ALPHA, MIN_SAMPLES, significant_change
+from npo.stats import ALPHA, MIN_SAMPLES, drift, significant_change
 
 __all__ = ["TIME_FLAG_RATIO", "TIMED", "history", "history_markdown", "latest", "pair_summary"]
 
@@ -109,6 +109,13 @@ def split_machines(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     return out, notes
 
 
+def _drifted(samples: list[float]) -> bool:
+    from npo.report.honesty import TIE_BAND
+
+    d = drift(samples)
+    return bool(np.isfinite(d) and (d > TIE_BAND or d < 1 / TIE_BAND))
+
+
 def _pool(group: pd.DataFrame, col: str) -> str:
     out = []
     for v in group[col]:
@@ -171,6 +178,11 @@ def history(df: pd.DataFrame, *, threshold: float = TIME_FLAG_RATIO,
         hit, texts, main_ratio = False, [], math.nan
         for m, col in TIMED.items():
             if pd.isna(r[m]) or pd.isna(p[m]):
+                continue
+            if _drifted(_samples(p[col])) or _drifted(_samples(r[col])):
+                # the machine's speed moved while one side was measured (the honesty table's
+                # rule): no flag either way
+                texts.append(f"{m.removesuffix('_s')} unstable (machine load)")
                 continue
             ch = significant_change(
                 _samples(p[col]) or [p[m]], _samples(r[col]) or [r[m]], threshold=threshold,

@@ -31,7 +31,7 @@ import pandas as pd
 
 from npo.schema import decode_samples as _samples
 from npo.schema import harness_outcome
-from npo.stats import MIN_SAMPLES, speedup_ci, verdict_band
+from npo.stats import MIN_SAMPLES, drift, paired_ratio_ci, speedup_ci, verdict_band
 
 __all__ = ["BASELINE", "TIE_BAND", "footnotes", "honesty_frame", "honesty_markdown",
            "honesty_text"]
@@ -114,15 +114,22 @@ def honesty_frame(records: pd.DataFrame, baseline: str = BASELINE) -> pd.DataFra
                 out.append(r)
                 continue
             ok = bool(r["converged"])
+            unstable = False
             its = float(r["iterations"])
             s_it = b_its / its if ok and its > 0 and np.isfinite(b_its) else math.nan
             is_base = r["method"] == baseline and r["ranks"] == 1
             if is_base:  # the reference against itself: 1 by definition, no interval
                 s_w, lo, hi, few = (1.0, 1.0, 1.0, True) if ok else (math.nan,) * 3 + (False,)
             elif ok and b_groups is not None and pd.notna(r["total_s"]):
-                groups = _groups(r)
-                s_w, lo, hi = speedup_ci(b_groups, groups, level=CI_LEVEL)
-                few = min(len(x) for x in (*b_groups, *groups)) < MIN_SAMPLES
+                pair = _paired(b, r)
+                if pair is not None:  # rounds taken side by side: compare round by round
+                    s_w, lo, hi = paired_ratio_ci(*pair, level=CI_LEVEL)
+                    few = len(pair[0]) < MIN_SAMPLES
+                    unstable = _unstable(pair[0])
+                else:
+                    groups = _groups(r)
+                    s_w, lo, hi = speedup_ci(b_groups, groups, level=CI_LEVEL)
+                    few = min(len(x) for x in (*b_groups, *groups)) < MIN_SAMPLES
             else:
                 s_w = lo = hi = math.nan
                 few = False
@@ -135,7 +142,8 @@ def honesty_frame(records: pd.DataFrame, baseline: str = BASELINE) -> pd.DataFra
             r["speedup_wall"] = "-" if math.isnan(s_w) else (
                 f"{prefix}{s_w:.2f}x" + ("" if few or math.isnan(lo) or not b_ok
                                          else f" [{lo:.2f}, {hi:.2f}]"))
-            r["verdict"] = (_verdict(is_base, ok, s_it, lo, hi, b_ok, few) if b is not None
+            r["verdict"] = ("unstable (machine load)" if unstable and not is_base
+                            else _verdict(is_base, ok, s_it, lo, hi, b_ok, few) if b is not None
                             else ("converged" if ok else "FAILS: not converged")
                             + f" ({baseline} not run: no speed-up)")
             r["break_even"] = _break_even(r, b, b_ok)
@@ -148,6 +156,30 @@ def honesty_frame(records: pd.DataFrame, baseline: str = BASELINE) -> pd.DataFra
     res["total_ms"] = res["total_s"] * 1e3
     res["memory"] = res["nbytes"].map(_fmt_bytes)
     return res
+
+
+def _totals(r) -> list[float]:
+    """Round totals (setup + solve sample of the same round) of a record."""
+    setup, solve = _samples(r.get("setup_samples")), _samples(r.get("solve_samples"))
+    return [a + b for a, b in zip(setup, solve, strict=False)]
+
+
+def _paired(b, r):
+    """The round totals of baseline and method when their samples were taken in the same
+    interleaved rounds (same ``paired``), else None."""
+    key, other = r.get("paired"), b.get("paired")
+    if not isinstance(key, str) or not key or key != other:
+        return None
+    bt, mt = _totals(b), _totals(r)
+    n = min(len(bt), len(mt))
+    return (bt[:n], mt[:n]) if n else None
+
+
+def _unstable(base_totals) -> bool:
+    """The baseline's own rounds moved beyond the noise band during the section: the machine's
+    speed changed under the measurement."""
+    d = drift(base_totals)
+    return bool(np.isfinite(d) and (d > TIE_BAND or d < 1 / TIE_BAND))
 
 
 def _verdict(is_baseline, ok, s_it, lo, hi, base_ok, few) -> str:
@@ -262,7 +294,10 @@ def footnotes(records: pd.DataFrame) -> list[str]:
         "training / (CG total - method total).",
         f"verdict: 'wins' or 'LOSES' only when the {CI_LEVEL:.0%} bootstrap confidence interval "
         f"of the wall-clock speed-up lies entirely above {TIE_BAND:g} or below "
-        f"{1 / TIE_BAND:.3g} (setup and solve samples of both methods resampled); otherwise "
+        f"{1 / TIE_BAND:.3g} (methods measured in the same interleaved rounds as CG: the "
+        "median of the per-round ratios, rounds resampled; otherwise setup and solve samples "
+        "of both methods resampled independently); 'unstable (machine load)' when CG's own "
+        "rounds moved beyond that band during the section; otherwise "
         f"'tie'. With fewer than {MIN_SAMPLES} samples there is no verdict: it reads 'too few "
         "samples'. A converged method without a total time reads 'no wall-clock time'.",
     ] + _rank_note(records) + _ended_note(records) + _control_note(records)
