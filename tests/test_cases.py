@@ -112,7 +112,7 @@ def test_measure_record_schema_and_protocol():
     assert len(json.loads(rec["solve_samples"])) == 3 and len(json.loads(rec["setup_samples"])) == 3
     assert rec["solve_s_lo"] <= rec["solve_s"] <= rec["solve_s_hi"]
     assert math.isnan(rec["train_s"]) and rec["nbytes"] == 8 * 1024
-    assert rec["protocol_version"] == 2 and rec["rhs"] == "grf(seed=42)"
+    assert rec["protocol_version"] == 3 and rec["rhs"] == "grf(seed=42)"
     assert rec["cores"] >= 1 and rec["cpu"] and "openblas" in rec["blas"].lower() or rec["blas"]
     pd.DataFrame([rec], columns=RECORD_COLUMNS)  # tidy
 
