@@ -623,8 +623,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--matrix", help="benchmark this MatrixMarket file instead of a suite")
     r.add_argument("--rhs", help="with --matrix: right-hand side (MatrixMarket, one column)")
     r.add_argument("--device", default="cpu",
-                   help="cpu (numpy), torch:cpu (the GPU code path on the CPU) or cuda[:k]; "
-                        "methods without that device are skipped, with the reason")
+                   help="cpu (numpy, default), torch:cpu (the GPU code path on the CPU) or "
+                        "cuda[:k]; methods without that device are skipped, with the reason")
     r.add_argument("--out", default=".npo-bench",
                    help="report directory (default .npo-bench/, git-ignored; the committed set "
                         "is written with --out reports)")
@@ -652,9 +652,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="time budget of each case in seconds (default: 600 s + 1 ms per "
                         "unknown); a case over it is recorded as timed out")
     r.add_argument("--isolation", choices=("process", "none"), default="process",
-                   help="process: each case in a child process under its budgets (default); "
-                        "none: in this process (no budgets; an exception is still the case's "
-                        "outcome)")
+                   help="process: each case in a worker process under its budgets, a section's "
+                        "cases in interleaved rounds (default); none: in this process, one case "
+                        "after another (no budgets; an exception is still the case's outcome)")
     _add_progress(r)
     r.set_defaults(func=cmd_run)
 

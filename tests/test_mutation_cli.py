@@ -38,8 +38,8 @@ INTERFACE = {
                 (("--rhs",), "rhs", None, None, None, None, None,
                  "with --matrix: right-hand side (MatrixMarket, one column)"),
                 (("--device",), "device", "cpu", None, None, None, None,
-                 "cpu (numpy), torch:cpu (the GPU code path on the CPU) or cuda[:k]; methods "
-                 "without that device are skipped, with the reason"),
+                 "cpu (numpy, default), torch:cpu (the GPU code path on the CPU) or cuda[:k]; "
+                 "methods without that device are skipped, with the reason"),
                 (("--out",), "out", ".npo-bench", None, None, None, None,
                  "report directory (default .npo-bench/, git-ignored; the committed set is "
                  "written with --out reports)"),
@@ -69,8 +69,9 @@ INTERFACE = {
                  "time budget of each case in seconds (default: 600 s + 1 ms per unknown); a "
                  "case over it is recorded as timed out"),
                 (("--isolation",), "isolation", "process", None, None, None, None,
-                 "process: each case in a child process under its budgets (default); none: in "
-                 "this process (no budgets; an exception is still the case's outcome)"),
+                 "process: each case in a worker process under its budgets, a section's cases "
+                 "in interleaved rounds (default); none: in this process, one case after "
+                 "another (no budgets; an exception is still the case's outcome)"),
                 *PROGRESS]),
     "cases": ("Expand a suite (built-in or .toml file) into its cases, with each skipped "
               "combination's reason; nothing is measured.",
