@@ -193,10 +193,16 @@ class Worker:
         ctx = multiprocessing.get_context("fork")
         self._conn, child_end = ctx.Pipe(duplex=True)
         _flush_std()
-        self._proc = ctx.Process(target=_serve, args=(make, child_end, memory, os.getpid()))
+        # daemonic: an interrupted harness never waits at exit for a worker that waits for it
+        self._proc = ctx.Process(target=_serve, args=(make, child_end, memory, os.getpid()),
+                                 daemon=True)
         self._proc.start()
         child_end.close()
-        self._reply()
+        try:
+            self._reply()
+        except BaseException:  # Ctrl-C while the worker starts: it goes with us
+            _kill(self._proc)
+            raise
 
     def _reply(self):
         wait = (None if self.timeout is None or not math.isfinite(self.timeout)
@@ -273,7 +279,7 @@ def call(fn, *, memory: int | None = None, timeout: float | None = None,
     ctx = multiprocessing.get_context("fork")
     recv, send = ctx.Pipe(duplex=False)
     _flush_std()
-    proc = ctx.Process(target=_child, args=(fn, send, memory, os.getpid()))
+    proc = ctx.Process(target=_child, args=(fn, send, memory, os.getpid()), daemon=True)
     proc.start()
     send.close()
     try:
