@@ -472,3 +472,19 @@ def test_debug_is_accepted_before_or_after_the_subcommand():
         assert res.returncode != 0 and "Traceback" in res.stderr, argv
     quiet = _cli("cases", "--suite", "nope")
     assert quiet.returncode == 2 and "Traceback" not in quiet.stderr
+
+
+def test_help_shows_every_default():
+    import argparse
+
+    from npo.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    for name in ("run", "cases", "report"):
+        for a in sub.choices[name]._actions:
+            trivial = a.default in (None, False, argparse.SUPPRESS) or isinstance(
+                a, argparse._HelpAction)
+            if not trivial:
+                assert "default" in (a.help or ""), (name, a.dest, a.help)
+    train = _cli("train", "--help").stdout
+    assert "Defaults are given as namg / mg" in train and "(400)" in train  # epochs
