@@ -1,9 +1,10 @@
-"""Does measuring a case in a child process change what is measured?
+"""Does measuring a case in a worker process change what is measured?
 
-For every case of a suite (default ``quick``), measure it in this process and in a forked child
-(:func:`npo.measure.measure_case`, isolated or not), alternating which goes first, ``--rounds``
+For every section of a suite (default ``quick``), measure its cases as a run does (each in a
+worker process, in interleaved rounds: :func:`npo.measure.measure_section`) and each case in
+this process, alone (:func:`npo.measure.measure`), alternating which goes first, ``--rounds``
 times, in one run. Prints, per method: whether the iteration counts are identical, and the
-median (min-max) over cases and rounds of child / in-process for the per-apply time and the
+median (min-max) over cases and rounds of worker / in-process for the per-apply time and the
 solve time; a ratio inside the gate's noise band means the isolation costs nothing measurable.
 
     python tools/isolation-overhead.py [--suite quick] [--rounds 2] [--repeats 5]
@@ -29,19 +30,26 @@ def main() -> None:
     same = defaultdict(lambda: True)
     ratios = defaultdict(lambda: {"apply_s": [], "solve_s": []})
     for r in range(args.rounds):
-        for c in selected:
-            order = (True, False) if (r + selected.index(c)) % 2 == 0 else (False, True)
-            recs = {iso: measure.measure_case(c, repeats=args.repeats, isolated=iso,
-                                              memory=2**33, timeout=1800) for iso in order}
-            child, here = recs[True], recs[False]
-            m = c.method.label
-            same[m] &= child["iterations"] == here["iterations"]
-            for k in ("apply_s", "solve_s"):
-                if here[k] == here[k] and child[k] == child[k] and here[k] > 0:
-                    ratios[m][k].append(child[k] / here[k])
+        for k, group in enumerate(measure.sections(selected)):
+            def workers(group=group):
+                return measure.measure_section(group, memory=2**33, repeats=args.repeats)
+
+            def here(group=group):
+                return [measure.measure(c, repeats=args.repeats) for c in group]
+
+            first, second = (workers, here) if (r + k) % 2 == 0 else (here, workers)
+            a, b = first(), second()
+            child, alone = (a, b) if first is workers else (b, a)
+            for w, h in zip(child, alone, strict=True):
+                m = w["method"]
+                same[m] &= w["iterations"] == h["iterations"]
+                for key in ("apply_s", "solve_s"):
+                    if h[key] == h[key] and w[key] == w[key] and h[key] > 0:
+                        ratios[m][key].append(w[key] / h[key])
     print(f"suite {args.suite}: {len(selected)} cases x {args.rounds} rounds, "
           f"{args.repeats} samples per stage\n")
-    print(f"{'method':14s} {'iterations':12s} {'apply child/here':28s} {'solve child/here':28s}")
+    print(f"{'method':14s} {'iterations':12s} {'apply worker/here':28s} "
+          f"{'solve worker/here':28s}")
     for m in same:
         cells = []
         for k in ("apply_s", "solve_s"):
