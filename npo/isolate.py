@@ -133,8 +133,7 @@ def _serve(make, conn, memory: int | None, parent: int) -> None:
             break
         if msg is None:
             break
-        name, args = msg
-        _send(conn, _outcome(lambda: getattr(obj, name)(*args)))
+        _send(conn, _outcome(lambda msg=msg: getattr(obj, msg[0])(*msg[1])))
     conn.close()
     os._exit(0)
 

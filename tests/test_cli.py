@@ -302,7 +302,7 @@ def test_a_killed_run_resumes_to_the_table_of_an_uninterrupted_one(tmp_path):
     # verdicts are wall-clock: equal, unless the machine's load made one run's rounds unstable
     decided = [(x, y) for x, y in zip(a["verdict"], b["verdict"], strict=True)
                if "unstable" not in x + y]
-    assert decided and all(x == y for x, y in decided), list(zip(a["verdict"], b["verdict"]))
+    assert decided and all(x == y for x, y in decided), list(zip(a["verdict"], b["verdict"], strict=True))
     store = pd.read_csv(next((cut / "runs").rglob("*.csv")))
     assert store["case"].is_unique and len(store) == 6  # no case measured twice
     assert not (cut / "journal").exists()  # the report set is committed: the journal is gone
