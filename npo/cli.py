@@ -48,14 +48,9 @@ def _progress(args):
 
 
 def _mem_available() -> int | None:
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
+    from npo.env import proc_bytes
+
+    return proc_bytes("MemAvailable", "/proc/meminfo")
 
 
 #: The default memory budget of a case: this share of the memory available when the run starts

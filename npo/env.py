@@ -51,6 +51,18 @@ DEFAULT_THREADS = 1
 PACKAGE_DIR = Path(__file__).resolve().parent
 
 
+def proc_bytes(key: str, path: str = "/proc/self/status") -> int | None:
+    """A ``<key>: <n> kB`` line of a Linux /proc file in bytes (None when absent)."""
+    try:
+        with open(path) as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
 def threads() -> int | None:
     """The thread count pinned by :func:`pinned_threads`, or None outside it."""
     return _current["threads"]

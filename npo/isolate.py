@@ -57,14 +57,9 @@ def available() -> bool:
 
 
 def _vm_size() -> int:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmSize:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
+    from npo.env import proc_bytes
+
+    return proc_bytes("VmSize") or 0
 
 
 def _die_with_parent(parent: int) -> None:

@@ -21,6 +21,8 @@ import secrets
 from datetime import UTC, datetime
 from pathlib import Path
 
+from npo.fileio import _fsync_dir
+
 __all__ = ["JOURNAL_DIR", "Journal", "JournalError", "find", "new_run_id"]
 
 JOURNAL_DIR = "journal"
@@ -47,19 +49,6 @@ def _default(o):
 
 def _line(obj) -> bytes:
     return (json.dumps(obj, default=_default, separators=(",", ":")) + "\n").encode()
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 class Journal:

@@ -149,14 +149,9 @@ def ratio_samples(fn: Callable[[], object], ref: Callable[[], object], repeats: 
 
 
 def _status_bytes(key: str) -> int | None:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
+    from npo.env import proc_bytes
+
+    return proc_bytes(key)
 
 
 def _reset_rss_peak() -> bool:
