@@ -110,10 +110,10 @@ def split_machines(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
 
 
 def _drifted(samples: list[float]) -> bool:
-    from npo.report.honesty import TIE_BAND
+    from npo.report.honesty import DRIFT_BAND
 
     d = drift(samples)
-    return bool(np.isfinite(d) and (d > TIE_BAND or d < 1 / TIE_BAND))
+    return bool(np.isfinite(d) and (d > DRIFT_BAND or d < 1 / DRIFT_BAND))
 
 
 def _pool(group: pd.DataFrame, col: str) -> str:
