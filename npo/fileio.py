@@ -328,9 +328,9 @@ class ReportSet:
             tmp.write_text(text)
         return self.root / rel
 
-    def csv(self, rel, df, **kw) -> Path:
+    def csv(self, rel, df, *, float_format: str | None = None, **kw) -> Path:
         with self.stage(rel, **kw) as tmp:
-            df.to_csv(tmp, index=False)
+            df.to_csv(tmp, index=False, float_format=float_format)
         return self.root / rel
 
     # -- commit / abort ----------------------------------------------------------------

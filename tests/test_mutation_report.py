@@ -1322,7 +1322,8 @@ def test_build_reports(tmp_path, monkeypatch):
     out = tmp_path / "out"
     paths = build.build_reports(runs_dir=runs, out=out)
     names = sorted(p.relative_to(out).as_posix() for p in paths)
-    assert names == ["history.csv", "history.md", "latest-honesty.md", "measurements.csv",
+    assert names == ["history.csv", "history.md", "latest-honesty.md", "measurements-keys.csv",
+                     "measurements.csv",
                      "plots/history-apply-per-spmv.png", "plots/history-iterations.png",
                      "plots/history-solve.png", "plots/latest-iterations.png",
                      "plots/latest-time-to-solution.png"]
@@ -1346,7 +1347,8 @@ def test_build_reports(tmp_path, monkeypatch):
     _write_run(tmp_path / "r3" / "a.csv", nosolve)
     paths = build.build_reports(runs_dir=tmp_path / "r3", out=tmp_path / "o3")
     names = sorted(p.relative_to(tmp_path / "o3").as_posix() for p in paths)
-    assert names == ["history.csv", "history.md", "latest-honesty.md", "measurements.csv",
+    assert names == ["history.csv", "history.md", "latest-honesty.md", "measurements-keys.csv",
+                     "measurements.csv",
                      "plots/history-iterations.png", "plots/latest-iterations.png"]
     called = []
     monkeypatch.setattr(pd.DataFrame, "to_parquet",
@@ -1821,7 +1823,7 @@ def test_build_reports_defaults_skip_bad_and_nothing_to_judge(tmp_path, monkeypa
     # found by mutation testing: without iteration counts the report failed on its
     # iterations plot ("no iterations values to plot"); it now plots what there is
     assert sorted(p.relative_to(tmp_path / "o3").as_posix() for p in paths) == [
-        "history.csv", "history.md", "latest-honesty.md", "measurements.csv"]
+        "history.csv", "history.md", "latest-honesty.md", "measurements-keys.csv", "measurements.csv"]
 
 
 def test_build_reports_plots_each_history_under_its_name(tmp_path, monkeypatch):

@@ -205,6 +205,13 @@ def test_report_cli_writes_history(tmp_path, capsys):
     # the raw samples stay in the sources: the committed frame keeps every other column
     assert list(pd.read_csv(out / "measurements.csv").columns) == [
         c for c in COLUMNS if c not in SAMPLE_COLUMNS]
+    # the long repeated values are keyed into measurements-keys.csv and join back exactly
+    from npo.report.build import read_measurements
+
+    frame = pd.read_csv(out / "measurements.csv")
+    assert frame["versions"].dropna().str.startswith("versions:").all()
+    back = read_measurements(out)
+    assert back["versions"].dropna().map(lambda v: isinstance(json.loads(v), dict)).all()
     assert not [p for p in out.rglob(".*") if p.name != ".npo-bench.lock"]
 
 

@@ -24,7 +24,8 @@ from npo.report.load import load_all
 from npo.report.store import filter_tag, stage_run
 from npo.schema import SAMPLE_COLUMNS
 
-__all__ = ["COMMITTED", "DEFAULT_SOURCES", "WORKSPACE", "build_reports", "estimate_run_bytes", "latest_honesty",
+__all__ = ["COMMITTED", "DEFAULT_SOURCES", "KEYED", "WORKSPACE", "build_reports",
+           "read_measurements", "estimate_run_bytes", "latest_honesty",
            "report_stem", "write_run_reports"]
 
 #: Where ``run`` and ``report`` write unless told otherwise: a git-ignored workspace, so that
@@ -96,6 +97,42 @@ def latest_honesty(df: pd.DataFrame) -> pd.DataFrame | None:
     return honesty.honesty_frame(d.sort_values(["problem", "n", "field"], kind="stable"))
 
 
+#: Columns whose long values repeat on every row (a handful of distinct library-version sets,
+#: asv environments and benchmark-code hashes): the committed frame holds a short key, and
+#: ``measurements-keys.csv`` the value (:func:`read_measurements` joins them back).
+KEYED = ("versions", "code_version", "env")
+
+
+def _keyed(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    import hashlib
+
+    out, rows = df.copy(), []
+    for col in KEYED:
+        if col not in out:
+            continue
+        vals = out[col].astype("string")
+        ids = {v: f"{col}:{hashlib.sha256(v.encode()).hexdigest()[:10]}"
+               for v in sorted(vals.dropna().unique()) if v}
+        out[col] = vals.map(lambda v, ids=ids: ids.get(v, v) if isinstance(v, str) else v)
+        rows += [{"key": k, "value": v} for v, k in ids.items()]
+    return out, pd.DataFrame(rows, columns=["key", "value"])
+
+
+def read_measurements(folder) -> pd.DataFrame:
+    """A committed ``measurements.csv`` with its keyed columns joined back (as text)."""
+    folder = Path(folder)
+    df = pd.read_csv(folder / "measurements.csv", dtype=str, keep_default_na=False).replace(
+        {"": None})
+    keys = folder / "measurements-keys.csv"
+    if keys.is_file():
+        table = dict(pd.read_csv(keys, dtype=str, keep_default_na=False).itertuples(
+            index=False, name=None))
+        for col in KEYED:
+            if col in df:
+                df[col] = df[col].map(lambda v: table.get(v, v) if isinstance(v, str) else v)
+    return df
+
+
 def _flat(values) -> list[str]:
     out = []
     for v in values:
@@ -112,13 +149,14 @@ def _keep_committed(df: pd.DataFrame, given: dict, notes: list) -> pd.DataFrame:
     rows the committed frame has from it, with a note: a report never drops a section
     silently."""
     committed = Path(COMMITTED) / "measurements.csv"
-    missing = [src for key, src in _SOURCE_OF.items() if key not in given]
+    # absent, or present but empty (a `.benchmarks/` a test run left behind)
+    missing = [src for src in _SOURCE_OF.values() if not (df["source"] == src).any()]
     if not missing or not committed.is_file():
         return df
     from npo.report.load import COLUMNS
     from npo.report.store import coerce_dtypes
 
-    old = pd.read_csv(committed, dtype=str, keep_default_na=False).replace({"": None})
+    old = read_measurements(committed.parent)
     keep = old[old["source"].isin(missing)]
     for src in missing:
         k = int((keep["source"] == src).sum())
@@ -163,8 +201,11 @@ def build_reports(asv_dir=None, benchmarks_dir=None, runs_dir=None, out=WORKSPAC
     out = Path(out)
     with ReportSet(out) as rs:
         # the raw samples stay in their sources (run store, asv results) and in the optional
-        # Parquet file: in the committed CSV they were three quarters of its bytes
-        rs.csv("measurements.csv", df.drop(columns=SAMPLE_COLUMNS, errors="ignore"))
+        # Parquet file, and floats are written to 7 significant digits (timings are recorded to
+        # 6): the committed frame stays reviewable (under 1 MB)
+        frame, keys = _keyed(df.drop(columns=SAMPLE_COLUMNS, errors="ignore"))
+        rs.csv("measurements.csv", frame, float_format="%.7g")
+        rs.csv("measurements-keys.csv", keys)
         if parquet:
             with rs.stage("measurements.parquet") as tmp:
                 df.to_parquet(tmp, index=False)
