@@ -588,13 +588,8 @@ def measure_case(case: Case, *, memory: int | None = None, timeout: float | None
     if memory is not None and needs > memory:
         return outcome_record(case, f"out of memory (needs ≈{isolate.gib(needs)}, limit "
                                     f"{isolate.gib(memory)}): not started", **kw)
-    p = None
     try:
-        env.environment(case.device)
-        if case.ranks == 1:
-            with env.pinned_threads(threads):
-                p = problem(case)
-                direct_solution(case)
+        p = _prebuild(case, threads, build=case.ranks == 1)  # MPI ranks build their own
     except Exception as exc:  # noqa: BLE001 - a case that cannot be built is an outcome
         return outcome_record(case, _named(case, _error(exc)), **kw)
 
@@ -611,6 +606,18 @@ def measure_case(case: Case, *, memory: int | None = None, timeout: float | None
     if isinstance(out, isolate.Ended):
         return outcome_record(case, _named(case, out.reason), p=p, **kw)
     return out
+
+
+def _prebuild(case: Case, threads: int, build: bool = True) -> Problem | None:
+    """The environment, and (``build``) the problem and its direct solution, made here so that
+    every child forked for the matrix starts with them cached; raises what building raises."""
+    env.environment(case.device)
+    if not build:
+        return None
+    with env.pinned_threads(threads):
+        p = problem(case)
+        direct_solution(case)
+    return p
 
 
 def _error(exc: BaseException) -> str:
@@ -667,12 +674,8 @@ def measure_section(cases, *, memory: int | None = None, case_timeout: float | N
         return [measure_case(c, memory=memory, timeout=_budget(c, case_timeout),
                              repeats=repeats, **kw) for c in cases]
     out: dict[str, dict] = {}
-    p = None
     try:
-        env.environment(cases[0].device)
-        with env.pinned_threads(threads):
-            p = problem(cases[0])
-            direct_solution(cases[0])
+        p = _prebuild(cases[0], threads)
     except Exception as exc:  # noqa: BLE001 - a section that cannot be built is an outcome
         return [outcome_record(c, _named(c, _error(exc)), **kw) for c in cases]
     paired = datetime.now(UTC).isoformat(timespec="microseconds")
